@@ -1,0 +1,42 @@
+# Every target does its own set-up on a fresh machine: `make run` and `make test` are all a user types.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+# torch: a torch already importable by $(PYTHON) (a GPU box's build) is kept by giving the venv the
+# system site-packages; otherwise the CPU wheel torch==2.13.0 is installed first, so that the
+# project's unpinned `torch` requirement is already met and pip never pulls the CUDA packages.
+TORCH_PIN ?= torch==2.13.0
+
+.PHONY: install data run test lint plot clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@if $(PYTHON) -c "import torch" 2>/dev/null; then \
+		echo "keeping the installed torch ($$($(PYTHON) -c 'import torch; print(torch.__version__)'))"; \
+		$(PYTHON) -m venv --system-site-packages $(VENV); \
+	else \
+		$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --disable-pip-version-check $(TORCH_PIN); \
+	fi
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@touch $@
+
+data: install
+	$(BIN)/dropout-lab data fetch
+
+run: install data
+	$(BIN)/dropout-lab run configs/mnist.yaml
+	$(BIN)/dropout-lab plot results/mnist
+
+test: install
+	$(BIN)/pytest
+
+lint: install
+	$(BIN)/ruff check dropout_lab tests
+
+plot: install
+	$(BIN)/dropout-lab plot
+
+clean:
+	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

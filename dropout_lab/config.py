@@ -1,0 +1,290 @@
+"""The one config schema: every default, its unit and its meaning, plus loading and `--set` overrides.
+
+Convention: `p` is always the *drop* probability. The paper writes p for the *retention* probability,
+so the paper's p is our 1 - p.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+
+class ConfigError(ValueError):
+    """Bad input: the message is one line naming the key, the value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    # strict: a string is not silently a number; extra='forbid': a typo is an error, not a default.
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+
+
+class DropoutConfig(_Strict):
+    kind: Literal["none", "bernoulli", "gaussian"] = "bernoulli"
+    p_input: float = 0.2  # drop probability of input pixels (paper: retention 0.8)
+    p_hidden: float = 0.5  # drop probability of hidden units (paper: retention 0.5)
+    # inverted: scale kept units by 1/(1-p) in training, identity at test.
+    # weight: keep units unscaled in training, multiply by (1-p) at test (the paper's original rule).
+    # Gaussian noise has mean 1 and needs no test-time scaling, so it ignores this key.
+    scaling: Literal["inverted", "weight"] = "inverted"
+
+    @field_validator("p_input", "p_hidden")
+    @classmethod
+    def _drop_probability(cls, p: float) -> float:
+        if not 0.0 <= p < 1.0:
+            raise ValueError("must be in [0, 1): p is the drop probability (the paper's retention is 1-p)")
+        return p
+
+
+class ModelConfig(_Strict):
+    hidden: list[int] = Field(default_factory=lambda: [1024, 1024])  # hidden widths, input to output
+    activation: Literal["relu", "logistic", "tanh"] = "relu"
+    # fixed: n units per hidden layer; scaled: round(n / (1 - p_hidden)), the paper's rule that a
+    # dropout net needs n/(1-p) units to keep n of them on average (section 7.3, Figure 9b).
+    width_rule: Literal["fixed", "scaled"] = "fixed"
+    # weights ~ N(0, init_std^2) as in the paper; null = fan-in scaled: sqrt(2/fan_in) for relu,
+    # sqrt(1/fan_in) otherwise. Biases start at 0.
+    init_std: float | None = 0.01
+    dropout: DropoutConfig = Field(default_factory=DropoutConfig)
+
+    @field_validator("hidden")
+    @classmethod
+    def _positive_widths(cls, hidden: list[int]) -> list[int]:
+        if not hidden:
+            raise ValueError("needs at least one hidden layer")
+        for n in hidden:
+            if n <= 0:
+                raise ValueError(f"widths must be positive integers, got {n}")
+        return hidden
+
+    @field_validator("init_std")
+    @classmethod
+    def _positive_std(cls, s: float | None) -> float | None:
+        if s is not None and s <= 0:
+            raise ValueError("must be > 0, or null for fan-in scaled init")
+        return s
+
+
+class DataConfig(_Strict):
+    dataset: Literal["mnist", "spiral"] = "mnist"
+    # examples trained on: a stratified random subset of the training set, drawn from the run's seed
+    # (paper Figure 10); null = all of it (60,000 for MNIST, less validation_size)
+    train_size: int | None = Field(default=None, gt=0)
+    validation_size: int = Field(default=0, ge=0)  # examples held out of training for val_error
+
+
+class OptimConfig(_Strict):
+    name: Literal["sgd", "adam"] = "sgd"
+    epochs: int = Field(default=20, gt=0)  # passes over the training set
+    batch_size: int = Field(default=100, gt=0)  # examples per weight update
+    lr: float = Field(default=0.1, gt=0)  # epsilon_0
+    # constant: eps_0; exponential: eps_0 * lr_decay^epoch; inverse_t: eps_0 / (1 + step/lr_half_life)
+    lr_schedule: Literal["constant", "exponential", "inverse_t"] = "exponential"
+    lr_decay: float = Field(default=0.998, gt=0, le=1)  # per-epoch factor of `exponential`
+    lr_half_life: float = Field(default=10_000, gt=0)  # steps at which `inverse_t` halves the lr
+    # momentum ramps linearly from start to end over momentum_ramp_epochs (fractional epochs allowed)
+    momentum_start: float = Field(default=0.5, ge=0, lt=1)
+    momentum_end: float = Field(default=0.99, ge=0, lt=1)
+    momentum_ramp_epochs: float = Field(default=500, ge=0)
+    # hinton: dw <- m*dw - (1-m)*lr*grad (the paper's rule; the steady-state step is lr*grad);
+    # classical: dw <- m*dw - lr*grad (the steady-state step is lr*grad/(1-m)).
+    momentum_rule: Literal["hinton", "classical"] = "hinton"
+    # c: after every update each unit's incoming weight vector is rescaled to L2 norm <= c; null = off
+    max_norm: float | None = 3.5
+    weight_decay: float = Field(default=0.0, ge=0)  # L2 coefficient on weights (not biases)
+    adam_beta1: float = Field(default=0.9, ge=0, lt=1)  # used only by name: adam
+    adam_beta2: float = Field(default=0.999, ge=0, lt=1)
+    adam_eps: float = Field(default=1e-8, gt=0)
+
+    @field_validator("max_norm")
+    @classmethod
+    def _positive_c(cls, c: float | None) -> float | None:
+        if c is not None and c <= 0:
+            raise ValueError("must be > 0, or null for no max-norm constraint")
+        return c
+
+
+class Config(_Strict):
+    name: str = "mnist"  # results go to <out>/<name>/
+    seed: int = Field(default=0, ge=0)  # init, data order, subset and dropout masks all derive from it
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda if available, else cpu
+    baseline: bool = True  # also train the no-dropout control (dropout off, max-norm off)
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _folder_name(cls, name: str) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
+            raise ValueError("must be a folder name: letters, digits, '_', '.', '-'")
+        return name
+
+    # ----- derived facts, kept here so every module agrees on them -----
+    @property
+    def has_dropout(self) -> bool:
+        d = self.model.dropout
+        return d.kind != "none" and (d.p_input > 0 or d.p_hidden > 0)
+
+    def widths(self) -> list[int]:
+        """Hidden widths after the width rule."""
+        if self.model.width_rule == "fixed":
+            return list(self.model.hidden)
+        keep = 1.0 - self.model.dropout.p_hidden
+        return [max(1, round(n / keep)) for n in self.model.hidden]
+
+    def control(self) -> Config:
+        """The no-dropout control: dropout and max-norm dropped, everything else shared."""
+        c = self.model_copy(deep=True)
+        c.model.dropout = DropoutConfig(kind="none", p_input=0.0, p_hidden=0.0)
+        c.optim.max_norm = None
+        c.baseline = False
+        return c
+
+    def run_config(self) -> Config:
+        """The config of the dropout run itself (a run is one model; its control is another run)."""
+        c = self.model_copy(deep=True)
+        c.baseline = False
+        if c.model.dropout.kind == "none":  # all 'no dropout' spellings share one resolved form
+            c.model.dropout = DropoutConfig(kind="none", p_input=0.0, p_hidden=0.0)
+        return c
+
+    def run_id(self) -> str:
+        """Readable slug + 8 hex digits of the resolved config, so a config always maps to one folder.
+
+        name and device are left out of the hash: they say where and on what, not what is trained.
+        """
+        d = self.model_dump(mode="json")
+        d.pop("name")
+        d.pop("device")
+        digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+        drop = self.model.dropout
+        if self.has_dropout:
+            tag = f"{drop.kind[:4]}-pi{drop.p_input:g}-ph{drop.p_hidden:g}"
+        else:
+            tag = "nodrop"
+        shape = "x".join(str(n) for n in self.widths())
+        return f"{tag}-{self.model.activation}-{shape}-s{self.seed}-{digest}"
+
+
+# ----------------------------------------------------------------------------------------------
+# loading, overrides and one-line errors
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML 1.1 reads `1e-3` as a string (its floats need a dot); a config author means a number."""
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"""^(?:[-+]?(?:[0-9][0-9_]*)\.[0-9_]*(?:[eE][-+]?[0-9]+)?
+                 |[-+]?(?:[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)
+                 |\.[0-9_]+(?:[eE][-+]?[0-9]+)?
+                 |[-+]?\.(?:inf|Inf|INF)
+                 |\.(?:nan|NaN|NAN))$""", re.X),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str):
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+
+
+def _format_error(err: ValidationError, allowed_of) -> str:
+    e = err.errors()[0]
+    loc = [str(x) for x in e["loc"]]
+    key = ".".join(loc)
+    key = re.sub(r"\.(\d+)(?=\.|$)", r"[\1]", key)  # model.hidden.0 -> model.hidden[0]
+    value = e.get("input")
+    if e["type"] == "extra_forbidden":
+        return f"unknown key '{key}' (allowed here: {', '.join(allowed_of(loc[:-1]))})"
+    if e["type"] == "missing":
+        return f"missing key '{key}'"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "literal_error":
+        msg = "allowed: " + e["msg"].removeprefix("Input should be ").replace("'", "")
+    return f"{key} = {json.dumps(value, default=str)}: {msg}"
+
+
+def _allowed_keys(path: list[str]) -> list[str]:
+    model: type[BaseModel] = Config
+    for part in path:
+        ann = model.model_fields[part].annotation
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return []
+        model = ann
+    return list(model.model_fields)
+
+
+def validate(raw: Any) -> Config:
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config must be a mapping of keys to values, got {type(raw).__name__}")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_error(err, _allowed_keys)) from None
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """'optim.epochs=3' -> ('optim.epochs', 3); the value is parsed as YAML."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key:
+        raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. --set optim.epochs=3")
+    try:
+        return key, yaml_load(value)
+    except yaml.YAMLError as e:
+        first = str(e).splitlines()[0]
+        raise ConfigError(f"--set {key} = {value!r}: not valid YAML ({first})") from None
+
+
+def apply_override(raw: dict, key: str, value: Any) -> None:
+    node = raw
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            where = ".".join(parts[: i + 1])
+            raise ConfigError(f"--set {key}: '{where}' is a value, not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def read_yaml(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file '{path}' not found")
+    try:
+        raw = yaml_load(path.read_text())
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"config file '{path}': malformed YAML{where}: {problem}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file '{path}': expected a mapping of keys, got {type(raw).__name__}")
+    return raw
+
+
+def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
+    """Read a YAML config (or the defaults when path is None), apply `--set` overrides, validate."""
+    raw = read_yaml(path) if path is not None else {}
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        apply_override(raw, *parse_override(text))
+    return validate(raw)
+
+
+def to_yaml(cfg: Config) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,105 @@
+"""A stack of K independent MLPs with identical layer shapes, run as one set of batched tensor ops.
+
+Weights are (K, n_in, n_out) and biases (K, 1, n_out); a layer is one `baddbmm` for all K models.
+Each model's init and dropout noise come from generators seeded by its own seed, so a model gives
+the same numbers alone or inside any stack (to floating-point tolerance).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from .config import Config
+from .layers import Dropout
+
+ACTIVATIONS = {"relu": torch.relu, "logistic": torch.sigmoid, "tanh": torch.tanh}
+
+# independent random streams derived from one seed
+STREAM_INIT, STREAM_ORDER, STREAM_NOISE = 1, 2, 3
+
+
+def derive_seed(seed: int, *stream: int) -> int:
+    """A 63-bit seed for one purpose of one run, so init, data order and masks never share a stream."""
+    return int(np.random.SeedSequence([seed, *stream]).generate_state(1, np.uint64)[0] >> 1)
+
+
+def generator(seed: int, device="cpu") -> torch.Generator:
+    g = torch.Generator(device=device)
+    g.manual_seed(seed)
+    return g
+
+
+class StackedMLP(nn.Module):
+    def __init__(self, sizes: Sequence[int], seeds: Sequence[int], p_input: Sequence[float],
+                 p_hidden: Sequence[float], activation: str = "relu", kind: str = "bernoulli",
+                 scaling: str = "inverted", init_std: float | None | Sequence[float | None] = 0.01,
+                 device="cpu"):
+        super().__init__()
+        K = len(seeds)
+        if not (len(p_input) == len(p_hidden) == K):
+            raise ValueError("seeds, p_input and p_hidden need one entry per model")
+        self.K, self.sizes, self.activation = K, list(sizes), activation
+        self.act = ACTIVATIONS[activation]
+        self.weights = nn.ParameterList()
+        self.biases = nn.ParameterList()
+        init_gens = [generator(derive_seed(s, STREAM_INIT)) for s in seeds]
+        stds = list(init_std) if isinstance(init_std, Sequence) else [init_std] * K
+        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
+            fan_in = math.sqrt((2.0 if activation == "relu" else 1.0) / n_in)  # He for relu, LeCun otherwise
+            # drawn on the CPU so a seed gives the same init on every device
+            w = torch.stack([torch.randn(n_in, n_out, generator=g) * (fan_in if std is None else std)
+                             for g, std in zip(init_gens, stds)])
+            self.weights.append(nn.Parameter(w.to(device)))
+            self.biases.append(nn.Parameter(torch.zeros(K, 1, n_out, device=device)))
+
+        # one generator per model per dropout layer: a layer that is off for a model never shifts the
+        # masks of its other layers, whatever its stack-mates do
+        def gens(layer: int):
+            return [generator(derive_seed(s, STREAM_NOISE, layer), device) for s in seeds]
+
+        n_hidden = len(sizes) - 2
+        self.drop_in = Dropout(list(p_input), kind, scaling, gens(0))
+        self.drops = nn.ModuleList(Dropout(list(p_hidden), kind, scaling, gens(i + 1)) for i in range(n_hidden))
+
+    @classmethod
+    def from_configs(cls, cfgs: Sequence[Config], n_in: int, n_out: int, device="cpu") -> StackedMLP:
+        first = cfgs[0]
+        kinds = {c.model.dropout.kind for c in cfgs if c.has_dropout} or {"none"}
+        scalings = {c.model.dropout.scaling for c in cfgs if c.has_dropout} or {"inverted"}
+        if len(kinds) > 1 or len(scalings) > 1:
+            raise ValueError(f"one stack needs one dropout kind and scaling, got {kinds} / {scalings}")
+        return cls(
+            sizes=[n_in, *first.widths(), n_out],
+            seeds=[c.seed for c in cfgs],
+            # a model without dropout joins any stack as p = 0: its noise is drawn and ignored
+            p_input=[c.model.dropout.p_input if c.has_dropout else 0.0 for c in cfgs],
+            p_hidden=[c.model.dropout.p_hidden if c.has_dropout else 0.0 for c in cfgs],
+            activation=first.model.activation,
+            kind=kinds.pop(),
+            scaling=scalings.pop(),
+            init_std=[c.model.init_std for c in cfgs],
+            device=device,
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (B, n_in) shared by all models, or (K, B, n_in) one batch per model. Returns (K, B, n_out)."""
+        if x.dim() == 2 and not self.drop_in.off and (self.training or self.drop_in.mc):
+            x = x.expand(self.K, -1, -1)  # each model drops its own input pixels
+        h = self.drop_in(x)
+        last = len(self.weights) - 1
+        for i, (w, b) in enumerate(zip(self.weights, self.biases)):
+            # a shared (B, n) input broadcasts against (K, n, n_out) without K copies of it
+            h = torch.baddbmm(b, h, w) if h.dim() == 3 else torch.matmul(h, w) + b
+            if i < last:
+                h = self.drops[i](self.act(h))
+        return h
+
+    def set_mc(self, on: bool) -> None:
+        """Monte-Carlo evaluation: keep the dropout noise on outside training."""
+        for d in [self.drop_in, *self.drops]:
+            d.mc = on

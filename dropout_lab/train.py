@@ -1,0 +1,293 @@
+"""The training loop for a stack of K models, written out by hand, with its schedules and max-norm.
+
+Per-model hyperparameters live in (K, 1, 1) tensors, so one update serves every model in the stack.
+Nothing inside an epoch reads a value back to the host: losses and error counts accumulate on the
+device and are read once per epoch.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from .config import Config
+from .data import Dataset, split
+from .model import STREAM_ORDER, StackedMLP, derive_seed, generator
+
+SCHEDULES = {"constant": 0, "exponential": 1, "inverse_t": 2}
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("device = cuda: no CUDA device is available (allowed here: auto, cpu)")
+    return torch.device(name)
+
+
+def structure_key(cfg: Config) -> tuple:
+    """Runs with equal keys can share a stack; everything numeric varies inside it."""
+    d = cfg.model.dropout
+    kind = (d.kind, d.scaling) if cfg.has_dropout else None  # no dropout fits any stack, as p = 0
+    return (cfg.data.dataset, cfg.data.train_size, cfg.data.validation_size, tuple(cfg.widths()),
+            cfg.model.activation, cfg.optim.name, cfg.optim.batch_size, cfg.optim.epochs,
+            kind)
+
+
+def pack(cfgs: Sequence[Config]) -> list[list[int]]:
+    """Indices of `cfgs` grouped into stacks of equal structure (in first-seen order)."""
+    groups: list[list] = []  # [shared key, dropout kind or None, member indices]
+    for i, c in enumerate(cfgs):
+        *shared, kind = structure_key(c)
+        for g in groups:
+            if g[0] == shared and (g[1] is None or kind is None or g[1] == kind):
+                g[1] = g[1] or kind
+                g[2].append(i)
+                break
+        else:
+            groups.append([shared, kind, [i]])
+    return [g[2] for g in groups]
+
+
+# ----------------------------------------------------------------------------------------------
+# schedules and constraints
+
+
+@dataclass
+class Hyper:
+    """Per-model hyperparameters as (K, 1, 1) tensors on the training device."""
+
+    lr: torch.Tensor
+    schedule: torch.Tensor  # SCHEDULES code
+    lr_decay: torch.Tensor
+    lr_half_life: torch.Tensor
+    m_start: torch.Tensor
+    m_end: torch.Tensor
+    m_ramp: torch.Tensor
+    hinton: torch.Tensor  # 1.0 for the paper's (1-m) rule, 0.0 for classical momentum
+    max_norm: torch.Tensor  # inf = off
+    weight_decay: torch.Tensor
+    beta1: torch.Tensor
+    beta2: torch.Tensor
+    eps: torch.Tensor
+
+    @classmethod
+    def from_configs(cls, cfgs: Sequence[Config], device) -> Hyper:
+        def col(values, dtype=torch.float32):
+            return torch.tensor(values, dtype=dtype, device=device).view(-1, 1, 1)
+
+        def col64(values):  # schedules run in float64: 0.998**3000 drifts by 1e-4 in float32
+            return col(values, torch.float64)
+
+        o = [c.optim for c in cfgs]
+        return cls(
+            lr=col64([x.lr for x in o]),
+            schedule=col([SCHEDULES[x.lr_schedule] for x in o]),
+            lr_decay=col64([x.lr_decay for x in o]),
+            lr_half_life=col64([x.lr_half_life for x in o]),
+            m_start=col64([x.momentum_start for x in o]),
+            m_end=col64([x.momentum_end for x in o]),
+            m_ramp=col64([x.momentum_ramp_epochs for x in o]),
+            hinton=col([1.0 if x.momentum_rule == "hinton" else 0.0 for x in o]),
+            max_norm=col([math.inf if x.max_norm is None else x.max_norm for x in o]),
+            weight_decay=col([x.weight_decay for x in o]),
+            beta1=col([x.adam_beta1 for x in o]),
+            beta2=col([x.adam_beta2 for x in o]),
+            eps=col([x.adam_eps for x in o]),
+        )
+
+
+def learning_rate(h: Hyper, epoch: int, step: int) -> torch.Tensor:
+    """eps_t: constant, eps_0 * decay^epoch, or eps_0 / (1 + step / half_life)."""
+    exponential = h.lr * h.lr_decay ** epoch
+    inverse_t = h.lr / (1.0 + step / h.lr_half_life)
+    lr = torch.where(h.schedule == 1, exponential, torch.where(h.schedule == 2, inverse_t, h.lr))
+    return lr.float()
+
+
+def momentum(h: Hyper, epochs_done: float) -> torch.Tensor:
+    """Linear ramp from m_start to m_end over m_ramp epochs (paper Appendix A.2), then flat."""
+    frac = torch.clamp(epochs_done / h.m_ramp.clamp_min(1e-12), max=1.0)
+    return (h.m_start + (h.m_end - h.m_start) * frac).float()
+
+
+@torch.no_grad()
+def max_norm_(weights: Sequence[torch.Tensor], c: torch.Tensor) -> None:
+    """Rescale each unit's *incoming* weight vector (a column of (K, n_in, n_out)) to L2 norm <= c.
+
+    Shorter columns are untouched; c = inf turns it off. Rows would be the outgoing weights: the
+    reproduction bug this guards against.
+    """
+    for w in weights:
+        norms = w.norm(dim=1, keepdim=True)  # (K, 1, n_out)
+        w.mul_(torch.clamp(c / norms, max=1.0))  # norm 0 gives inf, clamped to 1
+
+
+@torch.no_grad()
+def sgd_update_(params, velocities, grads, lr, m, h: Hyper, live) -> None:
+    """dw <- m*dw - (1-m)*lr*g (hinton) or m*dw - lr*g (classical); L2 on weights (ndim 3, n_in > 1)."""
+    scale = lr * (1.0 - m * h.hinton)
+    for p, v, g, is_weight in zip(params, velocities, grads, _weight_flags(params)):
+        if is_weight:
+            g = g + h.weight_decay * p
+        v.mul_(m).sub_(scale * g)
+        p.add_(torch.where(live, v, 0.0))  # a diverged model is frozen, whatever its grads hold
+
+
+@torch.no_grad()
+def adam_update_(params, moments, grads, lr, t: int, h: Hyper, live) -> None:
+    for p, (m1, m2), g, is_weight in zip(params, moments, grads, _weight_flags(params)):
+        if is_weight:
+            g = g + h.weight_decay * p
+        m1.mul_(h.beta1).add_((1 - h.beta1) * g)
+        m2.mul_(h.beta2).add_((1 - h.beta2) * g * g)
+        m1_hat = m1 / (1 - h.beta1 ** t)
+        m2_hat = m2 / (1 - h.beta2 ** t)
+        p.sub_(torch.where(live, lr * m1_hat / (m2_hat.sqrt() + h.eps), 0.0))
+
+
+def _weight_flags(params) -> list[bool]:
+    return [p.shape[1] != 1 for p in params]  # biases are (K, 1, n_out)
+
+
+# ----------------------------------------------------------------------------------------------
+# the stack trainer
+
+
+class StackTrainer:
+    """K models of one structure, their optimiser state and data order, stepped together."""
+
+    def __init__(self, cfgs: Sequence[Config], data: Dataset, device: torch.device | str = "cpu"):
+        keys = {structure_key(c)[:-1] for c in cfgs}
+        if len(keys) != 1:
+            raise ValueError("a stack needs runs of one structure; use train.pack() to group them")
+        self.cfgs, self.K, self.device = list(cfgs), len(cfgs), torch.device(device)
+        first = cfgs[0]
+        self.epochs, self.batch = first.optim.epochs, first.optim.batch_size
+        self.model = StackedMLP.from_configs(cfgs, data.n_features, data.n_classes, self.device)
+        self.hyper = Hyper.from_configs(cfgs, self.device)
+        self.optimizer = first.optim.name
+
+        splits = [split(data.y_train, c.data.train_size, c.data.validation_size, c.seed) for c in cfgs]
+        self.n_train = len(splits[0][0])
+        dev = self.device
+        self.train_idx = torch.stack([torch.as_tensor(t) for t, _ in splits]).to(dev)  # (K, n_train)
+        self.val_idx = torch.stack([torch.as_tensor(v) for _, v in splits]).to(dev)  # (K, n_val)
+        self.x_pool = torch.as_tensor(data.x_train, device=dev)
+        self.y_pool = torch.as_tensor(data.y_train, device=dev)
+        self.x_test = torch.as_tensor(data.x_test, device=dev)
+        self.y_test = torch.as_tensor(data.y_test, device=dev)
+        self.order_gens = [generator(derive_seed(c.seed, STREAM_ORDER)) for c in cfgs]
+
+        self.params = [*self.model.weights, *self.model.biases]
+        if self.optimizer == "sgd":
+            self.state = [torch.zeros_like(p) for p in self.params]
+        else:
+            self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
+        self.live = torch.ones(self.K, 1, 1, dtype=torch.bool, device=dev)
+        self.epoch, self.step = 0, 0
+
+    @property
+    def steps_per_epoch(self) -> int:
+        # drop the last partial batch: every step has the same shape; the permutation changes each epoch
+        return max(1, self.n_train // min(self.batch, self.n_train))
+
+    def train_epoch(self) -> dict[str, torch.Tensor]:
+        """One pass over each model's own permutation of its training set. Returns (K,) tensors."""
+        self.model.train()
+        B = min(self.batch, self.n_train)
+        S = self.steps_per_epoch
+        perms = torch.stack([torch.randperm(self.n_train, generator=g) for g in self.order_gens])
+        order = torch.gather(self.train_idx, 1, perms.to(self.device))  # (K, n_train) indices into the pool
+        loss_sum = torch.zeros(self.K, device=self.device)
+        wrong = torch.zeros(self.K, device=self.device)
+        h = self.hyper
+        for s in range(S):
+            idx = order[:, s * B:(s + 1) * B]
+            x, y = self.x_pool[idx], self.y_pool[idx]  # (K, B, D), (K, B)
+            lr = learning_rate(h, self.epoch, self.step)
+            logits = self.model(x)
+            nll = -F.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, B)
+            # the sum over models keeps each model's gradient that of its own mean loss
+            nll.mean(dim=1).sum().backward()
+            grads = [p.grad for p in self.params]
+            if self.optimizer == "sgd":
+                m = momentum(h, self.step / S)
+                sgd_update_(self.params, self.state, grads, lr, m, h, self.live)
+            else:
+                adam_update_(self.params, self.state, grads, lr, self.step + 1, h, self.live)
+            self.step += 1
+            max_norm_(self.model.weights, h.max_norm)
+            for p in self.params:
+                p.grad = None
+            with torch.no_grad():
+                loss_sum += nll.sum(dim=1)
+                wrong += (logits.argmax(dim=-1) != y).sum(dim=1)
+        self.epoch += 1
+        n = S * B
+        return {"train_loss": loss_sum / n, "train_error": wrong / n}
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean pass (dropout off, weight scaling on where chosen): (loss, error), each (K,).
+
+        x is (N, D) shared by all models or (K, N, D); chunked so K x chunk x width stays small.
+        """
+        self.model.eval()
+        n = x.shape[-2]
+        chunk = max(256, min(n, (1 << 24) // (self.K * max(self.model.sizes))))
+        loss = torch.zeros(self.K, device=self.device)
+        wrong = torch.zeros(self.K, device=self.device)
+        for i in range(0, n, chunk):
+            xs, ys = x[..., i:i + chunk, :], y[..., i:i + chunk]
+            logits = self.model(xs)
+            ys = ys.expand(self.K, -1) if ys.dim() == 1 else ys
+            loss += F.cross_entropy(logits.transpose(1, 2), ys, reduction="none").sum(dim=1)
+            wrong += (logits.argmax(dim=-1) != ys).sum(dim=1)
+        return loss / n, wrong / n
+
+    def epoch_metrics(self) -> dict[str, torch.Tensor]:
+        test_loss, test_error = self.evaluate(self.x_test, self.y_test)
+        out = {"test_loss": test_loss, "test_error": test_error}
+        if self.val_idx.shape[1]:
+            _, out["val_error"] = self.evaluate(self.x_pool[self.val_idx], self.y_pool[self.val_idx])
+        return out
+
+
+def train_stack(cfgs: Sequence[Config], data: Dataset, device="cpu") -> Iterator[list[dict | None]]:
+    """Train a stack, yielding after every epoch one metrics row per model (None once it has stopped).
+
+    A row whose `diverged` is True is that model's last: a NaN or inf loss froze it, the rest go on.
+    """
+    tr = StackTrainer(cfgs, data, device)
+    t0 = time.perf_counter()
+    stopped = [False] * tr.K
+    for _ in range(tr.epochs):
+        metrics = tr.train_epoch()
+        metrics.update(tr.epoch_metrics())
+        lr = learning_rate(tr.hyper, tr.epoch - 1, tr.step - 1).flatten()
+        m = momentum(tr.hyper, (tr.step - 1) / tr.steps_per_epoch).flatten()  # as used by the last step
+        host = {k: v.tolist() for k, v in metrics.items()}  # the one sync of the epoch
+        lr, m = lr.tolist(), m.tolist()
+        seconds = time.perf_counter() - t0
+        rows: list[dict | None] = []
+        for k in range(tr.K):
+            if stopped[k]:
+                rows.append(None)
+                continue
+            diverged = not math.isfinite(host["train_loss"][k])
+            row = {"epoch": tr.epoch, "step": tr.step, "lr": lr[k],
+                   "momentum": m[k] if tr.optimizer == "sgd" else float("nan"),
+                   **{key: vals[k] for key, vals in host.items()}, "seconds": seconds, "diverged": diverged}
+            if diverged:
+                stopped[k] = True
+                tr.live[k] = False
+            rows.append(row)
+        yield rows
+        if all(stopped):
+            return

@@ -1,0 +1,34 @@
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dropout_lab import data as data_mod
+from dropout_lab.config import load
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli(*args, cwd=None, timeout=600):
+    """Run `python -m dropout_lab ARGS` as a user would; returns the CompletedProcess."""
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "dropout_lab", *map(str, args)], cwd=cwd or ROOT,
+                          capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def tiny_config(*overrides):
+    """A small spiral config: 2 hidden layers, momentum SGD with the paper's rule and max-norm."""
+    base = ["data.dataset=spiral", "model.hidden=[32,32]", "model.init_std=null", "optim.epochs=4",
+            "optim.lr=0.1", "optim.lr_decay=0.95", "optim.momentum_ramp_epochs=3", "optim.max_norm=2.0"]
+    return load(None, [*base, *overrides])
+
+
+@pytest.fixture(scope="session")
+def mnist():
+    """Real MNIST through the project's fetch code; skipped where no source is reachable."""
+    try:
+        return data_mod.load_mnist()
+    except data_mod.DataError as e:
+        pytest.skip(f"MNIST not fetchable here: {e}")

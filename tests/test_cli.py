@@ -1,0 +1,64 @@
+"""End to end through the command line, as a user runs it."""
+
+import csv
+import json
+
+import pytest
+
+from dropout_lab.results import METRIC_COLUMNS, run_dirs
+
+from conftest import ROOT, cli
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def check_run_folder(d, dropout):
+    assert {p.name for p in d.iterdir()} >= {"config.yaml", "metrics.csv", "env.json", "summary.json"}
+    rows = read_csv(d / "metrics.csv")
+    assert list(rows[0]) == METRIC_COLUMNS
+    summary = json.loads((d / "summary.json").read_text())
+    assert summary["status"] == "completed" and summary["dropout"] is dropout
+    assert summary["epochs_completed"] == len(rows)
+    assert summary["final_test_error"] == pytest.approx(float(rows[-1]["test_error"]))
+    env = json.loads((d / "env.json").read_text())
+    assert {"torch", "device", "git_commit", "command"} <= set(env)
+    return rows, summary
+
+
+def test_run_spiral_end_to_end(tmp_path):
+    r = cli("run", ROOT / "configs/spiral.yaml", "--out", tmp_path, "--set", "optim.epochs=12", "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    dirs = run_dirs(tmp_path / "spiral")
+    assert len(dirs) == 2
+    for d in dirs:
+        rows, _ = check_run_folder(d, dropout=d.name.startswith("bern"))
+        assert len(rows) == 12
+        assert float(rows[-1]["test_error"]) < float(rows[0]["test_error"]) - 0.05  # it learns
+    assert "control" in r.stdout and "dropout" in r.stdout
+
+    again = cli("run", ROOT / "configs/spiral.yaml", "--out", tmp_path, "--set", "optim.epochs=12")
+    assert again.returncode == 0 and again.stderr.count("already completed") == 2  # a finished run is kept
+
+    p = cli("plot", tmp_path / "spiral")
+    assert p.returncode == 0, p.stderr
+    png = tmp_path / "spiral" / "plots" / "curves.png"
+    assert png.stat().st_size > 10_000 and (png.with_suffix(".svg")).stat().st_size > 10_000
+
+
+def test_run_mnist_subset_end_to_end(tmp_path, mnist):
+    sets = ["optim.epochs=3", "data.train_size=2000", "data.validation_size=500", "model.hidden=[256,256]",
+            "model.init_std=null", "optim.lr=0.5"]
+    r = cli("run", ROOT / "configs/mnist.yaml", "--out", tmp_path, "--device", "cpu", *(f"--set={s}" for s in sets))
+    assert r.returncode == 0, r.stderr
+    dirs = run_dirs(tmp_path / "mnist")
+    assert len(dirs) == 2
+    for d in dirs:
+        rows, summary = check_run_folder(d, dropout=d.name.startswith("bern"))
+        assert [int(x["epoch"]) for x in rows] == [1, 2, 3]
+        assert int(rows[0]["step"]) == 20  # 2,000 examples in batches of 100
+        assert float(rows[-1]["test_error"]) < float(rows[0]["test_error"])
+        assert summary["final_test_error"] < 0.3 and rows[-1]["val_error"] != ""
+    assert "% vs" in r.stdout  # the comparison line

@@ -1,0 +1,119 @@
+"""The stacked model and trainer: gradients, max-norm, divergence, and stack equivalence."""
+
+import math
+
+import pytest
+import torch
+
+from dropout_lab.data import spiral
+from dropout_lab.model import StackedMLP
+from dropout_lab.train import StackTrainer, max_norm_, pack, train_stack
+
+from conftest import tiny_config
+
+
+def test_dropped_unit_gets_no_outgoing_gradient_but_next_bias_does():
+    torch.manual_seed(0)
+    m = StackedMLP([4, 30, 3], seeds=[5], p_input=[0.0], p_hidden=[0.5], init_std=0.5).train()
+    seen = {}
+    m.drops[0].register_forward_hook(lambda mod, inp, out: seen.update(inp=inp[0], out=out))
+    x = torch.rand(1, 4)  # one example
+    m(x)[0].logsumexp(-1).sum().backward()
+    active = seen["inp"][0, 0] != 0  # relu let it through
+    dropped = active & (seen["out"][0, 0] == 0)
+    kept = active & (seen["out"][0, 0] != 0)
+    assert dropped.any() and kept.any()
+    g_out = m.weights[1].grad[0]  # (30, 3): row j = unit j's outgoing weights
+    assert torch.all(g_out[dropped] == 0)
+    assert torch.all(g_out[kept].abs().sum(1) > 0)
+    assert m.biases[1].grad.abs().sum() > 0  # the next layer's bias still learns from the example
+
+
+def test_max_norm_caps_incoming_columns_per_unit():
+    torch.manual_seed(0)
+    # columns from well under to well over c; rows and columns differ in length, so a row-wise
+    # implementation cannot pass
+    w = torch.randn(3, 20, 7) * torch.linspace(0.05, 1.5, 7)
+    c = torch.tensor([1.0, 2.5, math.inf]).view(3, 1, 1)
+    before = w.clone()
+    max_norm_([w], c)
+    for k in range(3):
+        for j in range(7):
+            col = before[k, :, j]  # unit j's incoming weights
+            want = col * min(1.0, c[k].item() / col.norm().item())
+            assert torch.allclose(w[k, :, j], want, atol=1e-6)
+    norms = w.norm(dim=1)
+    assert torch.all(norms[:2] <= c[:2].view(2, 1) + 1e-5)
+    assert (before[1].norm(dim=0) < 2.5).any() and (before[1].norm(dim=0) > 2.5).any()  # both cases hit
+    assert torch.equal(w[2], before[2])  # c = inf: off
+
+
+def test_init_is_normal_with_init_std():
+    m = StackedMLP([784, 500, 10], seeds=[0, 1], p_input=[0, 0], p_hidden=[0, 0], init_std=0.01)
+    w = m.weights[0]
+    assert abs(w.std().item() - 0.01) < 2e-4 and abs(w.mean().item()) < 2e-4
+    assert not torch.equal(w[0], w[1])
+    assert torch.all(m.biases[0] == 0)
+
+
+def test_a_model_alone_equals_the_same_model_in_a_stack():
+    data = spiral()
+    target = tiny_config("seed=3", "model.dropout.p_input=0.1", "optim.epochs=10")  # 300 steps
+    others = [
+        tiny_config("seed=1", "model.dropout.p_hidden=0.2", "optim.lr=0.05"),
+        tiny_config("seed=3").control(),  # same seed, no dropout: its own masks are drawn and ignored
+        tiny_config("seed=9", "optim.momentum_rule=classical", "optim.lr=0.01", "optim.max_norm=null"),
+    ]
+    others = [c.model_copy(update={"optim": c.optim.model_copy(update={"epochs": 10})}) for c in others]
+    alone = StackTrainer([target], data)
+    stack = StackTrainer([others[0], target, *others[1:]], data)
+    for _ in range(10):
+        m_alone = alone.train_epoch()
+        m_stack = stack.train_epoch()
+    assert alone.step == 300
+    for wa, ws in zip(alone.model.weights, stack.model.weights):
+        assert torch.allclose(wa[0], ws[1], rtol=1e-4, atol=1e-5)
+    assert torch.allclose(m_alone["train_loss"][0], m_stack["train_loss"][1], rtol=1e-4)
+    ea, es = alone.epoch_metrics(), stack.epoch_metrics()
+    assert abs(ea["test_error"][0] - es["test_error"][1]) <= 2 / len(data.y_test)
+    # and the stack-mates really differ from it, so the comparison means something
+    assert not torch.allclose(stack.model.weights[0][0], stack.model.weights[0][1])
+
+
+def test_gaussian_model_alone_equals_stack():
+    data = spiral()
+    a = tiny_config("model.dropout.kind=gaussian", "optim.epochs=3")
+    b = tiny_config("model.dropout.kind=gaussian", "seed=4", "model.dropout.p_hidden=0.3", "optim.epochs=3")
+    alone, stack = StackTrainer([a], data), StackTrainer([b, a], data)
+    for _ in range(3):
+        alone.train_epoch(), stack.train_epoch()
+    assert torch.allclose(alone.model.weights[1][0], stack.model.weights[1][1], rtol=1e-4, atol=1e-5)
+
+
+def test_divergence_stops_only_that_model():
+    data = spiral()
+    good = tiny_config("optim.epochs=5")
+    bad = tiny_config("seed=2", "optim.epochs=5", "optim.lr=1e6", "optim.max_norm=null",
+                      "optim.momentum_rule=classical", "model.init_std=1.0")
+    history = list(train_stack([bad, good], data))
+    assert history[0][0]["diverged"]
+    assert all(rows[0] is None for rows in history[1:])
+    assert len(history) == 5 and all(not rows[1]["diverged"] for rows in history)
+    assert all(math.isfinite(rows[1]["test_error"]) for rows in history)
+
+
+def test_pack_groups_by_structure():
+    a = tiny_config()
+    b = tiny_config("model.dropout.p_hidden=0.3", "optim.lr=0.5", "seed=2")
+    c = tiny_config("model.hidden=[16,16]")
+    d = tiny_config("model.dropout.kind=gaussian")
+    e = tiny_config().control()  # no dropout: joins any stack of its shape
+    assert pack([a, b, c, d, e]) == [[0, 1, 4], [2], [3]]
+    scaled = tiny_config("model.width_rule=scaled")
+    assert scaled.widths() == [64, 64]
+    assert pack([scaled, scaled.control()]) == [[0], [1]]  # the control keeps n units
+
+
+def test_stack_rejects_mixed_structure():
+    with pytest.raises(ValueError, match="one structure"):
+        StackTrainer([tiny_config(), tiny_config("model.hidden=[8]")], spiral())
