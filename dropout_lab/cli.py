@@ -67,16 +67,18 @@ def run(
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept; unfinished ones have no summary.json and will be retrained", 130)
 
-    table = Table(title=f"{cfg.name}: MNIST test error" if cfg.data.dataset == "mnist" else cfg.name)
-    for col in ("model", "status", "final test", "best test", "final train", "epochs", "seconds", "run_id"):
-        table.add_column(col, justify="left" if col in ("model", "status", "run_id") else "right")
+    table = Table(title=f"{cfg.name}: test error" + (" (MNIST)" if cfg.data.dataset == "mnist" else ""))
+    for col in ("model", "status", "final test", "best test", "final train", "epochs", "seconds"):
+        table.add_column(col, justify="left" if col in ("model", "status") else "right")
     for o in outcomes:
         s = o.summary
-        model = "dropout" if s.get("dropout") else "control (no dropout)"
         status = s["status"] + (" (earlier)" if o.skipped else "")
-        table.add_row(model, status, pct(s["final_test_error"]), pct(s["best_test_error"]),
-                      pct(s["final_train_error"]), str(s["epochs_completed"]), f"{s['wall_seconds']:.1f}", o.dir.name)
+        table.add_row("dropout" if s.get("dropout") else "control", status, pct(s["final_test_error"]),
+                      pct(s["best_test_error"]), pct(s["final_train_error"]), str(s["epochs_completed"]),
+                      f"{s['wall_seconds']:.1f}")
     out_console.print(table)
+    for o in outcomes:
+        out_console.print(f"  {'dropout' if o.summary.get('dropout') else 'control'}: {o.dir}", highlight=False)
     if len(outcomes) == 2 and all(o.summary["status"] == "completed" for o in outcomes):
         drop, ctrl = (o.summary["final_test_error"] for o in outcomes)
         verdict = "beats" if drop < ctrl else "does not beat"

@@ -60,7 +60,7 @@ def load_datasets(cfgs: Sequence[Config], log=lambda s: None) -> dict[str, data_
 
 def _short(cfg: Config) -> str:
     d = cfg.model.dropout
-    return f"drop {d.p_input:g}/{d.p_hidden:g}" if cfg.has_dropout else "no dropout"
+    return f"drop {d.p_input:g}/{d.p_hidden:g}" if cfg.has_dropout else "none"
 
 
 def execute(cfgs: Sequence[Config], datasets: dict[str, data_mod.Dataset], device: torch.device,
@@ -85,7 +85,7 @@ def execute(cfgs: Sequence[Config], datasets: dict[str, data_mod.Dataset], devic
     with Progress(*columns, console=console, transient=False) as progress:
         for s, members in enumerate(stacks):
             group = [cfgs[i] for i in members]
-            label = f"stack {s + 1}/{len(stacks)} (K={len(group)})"
+            label = f"stack {s + 1}/{len(stacks)}, K={len(group)}"
             task = progress.add_task(label, total=group[0].optim.epochs, rate="", errors="")
             writers = {i: RunWriter(dirs[i], cfgs[i], env) for i in members}
             t0 = time.perf_counter()
@@ -104,7 +104,7 @@ def execute(cfgs: Sequence[Config], datasets: dict[str, data_mod.Dataset], devic
                         rate = f"{steps * len(group) / max(done[0]['seconds'], 1e-9):,.0f} model-steps/s"
                         errs = " | ".join(f"{_short(cfgs[i])}: {r['test_error'] * 100:.2f}%"
                                           for i, r in zip(members, rows) if r is not None)
-                        progress.update(task, advance=1, rate=rate, errors=f"test error {errs}")
+                        progress.update(task, advance=1, rate=rate, errors=f"test err {errs}")
             except KeyboardInterrupt:
                 for w in writers.values():  # partial runs stay without a summary: visibly unfinished
                     w.close()
