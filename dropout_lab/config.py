@@ -208,6 +208,8 @@ def _format_error(err: ValidationError, allowed_of) -> str:
     if e["type"] == "missing":
         return f"missing key '{key}'"
     msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "model_type":
+        msg = "must be a section of keys"
     if e["type"] == "literal_error":
         msg = "allowed: " + e["msg"].removeprefix("Input should be ").replace("'", "")
     return f"{key} = {json.dumps(value, default=str)}: {msg}"

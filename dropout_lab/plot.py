@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from pathlib import Path
 
@@ -11,7 +12,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from .results import read_metrics, read_summary, run_dirs  # noqa: E402
 
@@ -50,12 +51,29 @@ def _mean_band(runs: list[list[dict]], key: str):
     return x, ys.mean(0), ys.std(0)
 
 
+def _scale_note(folder: Path) -> str:
+    """What a reader must know to weigh the curves: data size, length, device, unfinished runs."""
+    dirs = run_dirs(folder)
+    cfg = yaml.safe_load((dirs[0] / "config.yaml").read_text())
+    n = cfg["data"]["train_size"]
+    parts = [f"{cfg['data']['dataset']} {'all' if n is None else f'{n:,}'} training examples",
+             f"{cfg['optim']['epochs']} epochs"]
+    try:
+        parts.append(json.loads((dirs[0] / "env.json").read_text())["device"].split(":")[0] + " run")
+    except (OSError, KeyError, ValueError):
+        pass
+    if not all((s := read_summary(d)) and s.get("status") == "completed" for d in dirs):
+        parts.append("some runs unfinished")
+    return ", ".join(parts)
+
+
 def plot_curves(folder: Path, out_dir: Path) -> list[Path]:
     groups = _groups(folder)
     if not groups:
         return []
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
     colors = iter(DROPOUT_COLORS * 10)
+    lows, finals = [], []
     for _key, members in sorted(groups.items(), key=lambda kv: kv[1][0][0]["model"]["dropout"]["kind"] == "none"):
         cfg = members[0][0]
         dropout = cfg["model"]["dropout"]["kind"] != "none"
@@ -69,21 +87,30 @@ def plot_curves(folder: Path, out_dir: Path) -> list[Path]:
             if seeds > 1:
                 ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
             if metric == "test_error":
+                lows.append(float(mean.min()))
+                finals.append(float(mean[-1]))
                 ax.annotate(f"{mean[-1]:.2f}%", (x[-1], mean[-1]), textcoords="offset points", xytext=(4, 0),
                             color=color, fontsize=9, va="center")
     name = folder.name
-    for ax, title in zip(axes, ("test error (clean pass, dropout off)", "train error (as trained, dropout on)")):
-        ax.set_yscale("log")
+    # test error: log scale, framed on where the runs end up rather than on the first epoch
+    axes[0].set_yscale("log")
+    axes[0].set_ylim(0.85 * min(lows), min(100, 4 * max(finals)))
+    axes[0].set_ylabel("error (%, log scale)")
+    # train error often reaches 0: log above 0.1%, linear below, so 0 stays on the plot
+    axes[1].set_yscale("symlog", linthresh=0.1, linscale=0.3)
+    axes[1].set_ylim(0, 100)
+    axes[1].set_ylabel("error (%, log scale above 0.1%)")
+    ticks = ([0.5, 1, 1.5, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50, 100], [0, 0.1, 0.5, 1, 2, 5, 10, 20, 50, 100])
+    for ax, title, where in zip(axes, ("test error (clean pass, dropout off)", "train error (as trained, dropout on)"),
+                                ticks):
+        ax.yaxis.set_major_locator(FixedLocator(where))
         ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
-        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}%" if str(v)[0] in "235" else ""))
+        ax.yaxis.set_minor_locator(NullLocator())
         ax.set_xlabel("epoch")
-        ax.set_ylabel("error (%, log scale)")
         ax.set_title(title, fontsize=11)
-        ax.grid(True, which="both", alpha=0.3)
+        ax.grid(True, alpha=0.3)
     axes[0].legend(fontsize=8, loc="upper right")
-    summaries = [read_summary(d) for d in run_dirs(folder)]
-    scale = "" if all(s and s.get("status") == "completed" for s in summaries) else " (some runs unfinished)"
-    fig.suptitle(f"{name}: learning curves{scale}", fontsize=13)
+    fig.suptitle(f"{name}: learning curves, {_scale_note(folder)}", fontsize=12)
     fig.tight_layout()
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "curves.png", out_dir / "curves.svg"]
