@@ -286,9 +286,9 @@ def spiral(seed: int = 0, points_per_class: int = 2000, classes: int = 3, noise:
     return Dataset("spiral", x[:half], y[:half], x[half:], y[half:])
 
 
-def load(name: str, seed: int = 0) -> Dataset:
+def load(name: str, log: Callable[[str], None] = lambda s: None) -> Dataset:
     if name == "mnist":
-        return load_mnist()
+        return load_mnist(log=log)
     if name == "spiral":
         return spiral(seed=0)  # one fixed toy problem: runs differ by model seed, not by dataset
     raise DataError(f"unknown dataset '{name}' (allowed: mnist, spiral)")

@@ -49,10 +49,7 @@ def check_sizes(cfg: Config, dataset: data_mod.Dataset) -> None:
 
 
 def load_datasets(cfgs: Sequence[Config], log=lambda s: None) -> dict[str, data_mod.Dataset]:
-    names = sorted({c.data.dataset for c in cfgs})
-    out = {}
-    for name in names:
-        out[name] = data_mod.load_mnist(log=log) if name == "mnist" else data_mod.load(name)
+    out = {name: data_mod.load(name, log) for name in sorted({c.data.dataset for c in cfgs})}
     for c in cfgs:
         check_sizes(c, out[c.data.dataset])
     return out

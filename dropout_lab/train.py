@@ -129,30 +129,27 @@ def max_norm_(weights: Sequence[torch.Tensor], c: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def sgd_update_(params, velocities, grads, lr, m, h: Hyper, live) -> None:
-    """dw <- m*dw - (1-m)*lr*g (hinton) or m*dw - lr*g (classical); L2 on weights (ndim 3, n_in > 1)."""
+def sgd_update_(params, velocities, grads, is_weight, lr, m, h: Hyper, live) -> None:
+    """dw <- m*dw - (1-m)*lr*g (hinton) or m*dw - lr*g (classical); L2 on weights, not biases."""
     scale = lr * (1.0 - m * h.hinton)
-    for p, v, g, is_weight in zip(params, velocities, grads, _weight_flags(params)):
-        if is_weight:
+    for p, v, g, decays in zip(params, velocities, grads, is_weight):
+        if decays:
             g = g + h.weight_decay * p
         v.mul_(m).sub_(scale * g)
         p.add_(torch.where(live, v, 0.0))  # a diverged model is frozen, whatever its grads hold
 
 
 @torch.no_grad()
-def adam_update_(params, moments, grads, lr, t: int, h: Hyper, live) -> None:
-    for p, (m1, m2), g, is_weight in zip(params, moments, grads, _weight_flags(params)):
-        if is_weight:
+def adam_update_(params, moments, grads, is_weight, lr, t: int, h: Hyper, live) -> None:
+    """Adam (Kingma & Ba) with per-model lr; L2 added to the gradient, as torch.optim.Adam does."""
+    for p, (m1, m2), g, decays in zip(params, moments, grads, is_weight):
+        if decays:
             g = g + h.weight_decay * p
         m1.mul_(h.beta1).add_((1 - h.beta1) * g)
         m2.mul_(h.beta2).add_((1 - h.beta2) * g * g)
         m1_hat = m1 / (1 - h.beta1 ** t)
         m2_hat = m2 / (1 - h.beta2 ** t)
         p.sub_(torch.where(live, lr * m1_hat / (m2_hat.sqrt() + h.eps), 0.0))
-
-
-def _weight_flags(params) -> list[bool]:
-    return [p.shape[1] != 1 for p in params]  # biases are (K, 1, n_out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -185,6 +182,7 @@ class StackTrainer:
         self.order_gens = [generator(derive_seed(c.seed, STREAM_ORDER)) for c in cfgs]
 
         self.params = [*self.model.weights, *self.model.biases]
+        self.is_weight = [True] * len(self.model.weights) + [False] * len(self.model.biases)
         if self.optimizer == "sgd":
             self.state = [torch.zeros_like(p) for p in self.params]
         else:
@@ -218,9 +216,9 @@ class StackTrainer:
             grads = [p.grad for p in self.params]
             if self.optimizer == "sgd":
                 m = momentum(h, self.step / S)
-                sgd_update_(self.params, self.state, grads, lr, m, h, self.live)
+                sgd_update_(self.params, self.state, grads, self.is_weight, lr, m, h, self.live)
             else:
-                adam_update_(self.params, self.state, grads, lr, self.step + 1, h, self.live)
+                adam_update_(self.params, self.state, grads, self.is_weight, lr, self.step + 1, h, self.live)
             self.step += 1
             max_norm_(self.model.weights, h.max_norm)
             for p in self.params:

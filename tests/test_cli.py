@@ -62,3 +62,24 @@ def test_run_mnist_subset_end_to_end(tmp_path, mnist):
         assert float(rows[-1]["test_error"]) < float(rows[0]["test_error"])
         assert summary["final_test_error"] < 0.3 and rows[-1]["val_error"] != ""
     assert "% vs" in r.stdout  # the comparison line
+
+
+def test_an_unfinished_run_is_retrained_and_a_finished_one_kept(tmp_path):
+    args = ("run", ROOT / "configs/spiral.yaml", "--out", tmp_path, "--set", "optim.epochs=3")
+    assert cli(*args).returncode == 0
+    drop, ctrl = sorted(run_dirs(tmp_path / "spiral"), key=lambda d: not d.name.startswith("bern"))
+    kept = (ctrl / "summary.json").read_text()
+    (drop / "summary.json").unlink()  # as a crash mid-run leaves it
+    r = cli(*args)
+    assert r.returncode == 0 and r.stderr.count("already completed") == 1
+    assert json.loads((drop / "summary.json").read_text())["status"] == "completed"
+    assert (ctrl / "summary.json").read_text() == kept
+
+
+def test_a_diverging_model_exits_1_and_is_marked(tmp_path):
+    sets = ["optim.epochs=3", "baseline=false", "optim.name=sgd", "optim.lr=1e9", "optim.momentum_rule=classical"]
+    r = cli("run", ROOT / "configs/spiral.yaml", "--out", tmp_path, *(f"--set={s}" for s in sets))
+    assert r.returncode == 1, r.stderr
+    (d,) = run_dirs(tmp_path / "spiral")
+    assert json.loads((d / "summary.json").read_text())["status"] == "diverged"
+    assert "diverged" in r.stderr

@@ -117,3 +117,14 @@ def test_pack_groups_by_structure():
 def test_stack_rejects_mixed_structure():
     with pytest.raises(ValueError, match="one structure"):
         StackTrainer([tiny_config(), tiny_config("model.hidden=[8]")], spiral())
+
+
+def test_same_config_and_seed_give_the_same_numbers():
+    data = spiral()
+    cfg = tiny_config("model.dropout.p_input=0.1")
+    a = [rows[0] for rows in train_stack([cfg], data)]
+    b = [rows[0] for rows in train_stack([cfg], data)]
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b]
+    other = [rows[0] for rows in train_stack([tiny_config("model.dropout.p_input=0.1", "seed=1")], data)]
+    assert other[-1]["train_loss"] != a[-1]["train_loss"]

@@ -45,7 +45,7 @@ def test_sgd_momentum_rules(rule):
     want_vb = 0.9 * vb - factor * gb  # ...not on biases
     want_w, want_b = w + want_vw, b + want_vb
     live = torch.ones(1, 1, 1, dtype=torch.bool)
-    sgd_update_([w, b], [vw, vb], [gw, gb], lr, m, h, live)
+    sgd_update_([w, b], [vw, vb], [gw, gb], [True, False], lr, m, h, live)
     assert torch.allclose(vw, want_vw) and torch.allclose(vb, want_vb)
     assert torch.allclose(w, want_w) and torch.allclose(b, want_b)
 
@@ -55,7 +55,7 @@ def test_frozen_model_does_not_move():
     w = torch.randn(2, 4, 3)
     before = w.clone()
     live = torch.tensor([True, False]).view(2, 1, 1)
-    sgd_update_([w], [torch.zeros_like(w)], [torch.full_like(w, float("nan"))], torch.ones(2, 1, 1),
+    sgd_update_([w], [torch.zeros_like(w)], [torch.full_like(w, float("nan"))], [True], torch.ones(2, 1, 1),
                 torch.zeros(2, 1, 1), h, live)
     assert torch.equal(w[1], before[1])
 
@@ -73,5 +73,5 @@ def test_adam_matches_torch_optim_adam():
         g = torch.randn(5, 4)
         ref.grad = g.clone()
         opt.step()
-        adam_update_([ours], state, [g.unsqueeze(0)], torch.tensor(0.01).view(1, 1, 1), t, h, live)
+        adam_update_([ours], state, [g.unsqueeze(0)], [True], torch.tensor(0.01).view(1, 1, 1), t, h, live)
     assert torch.allclose(ours[0], ref.detach(), atol=1e-6)
