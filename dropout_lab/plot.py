@@ -71,7 +71,7 @@ def plot_curves(folder: Path, out_dir: Path) -> list[Path]:
     groups = _groups(folder)
     if not groups:
         return []
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4.6), sharex=True)
+    fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), sharex=True)
     colors = iter(DROPOUT_COLORS * 10)
     lows, finals = [], []
     for _key, members in sorted(groups.items(), key=lambda kv: kv[1][0][0]["model"]["dropout"]["kind"] == "none"):
@@ -109,9 +109,10 @@ def plot_curves(folder: Path, out_dir: Path) -> list[Path]:
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=11)
         ax.grid(True, alpha=0.3)
-    axes[0].legend(fontsize=8, loc="upper right")
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=1, fontsize=9, frameon=False)
     fig.suptitle(f"{name}: learning curves, {_scale_note(folder)}", fontsize=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.03 + 0.035 * len(handles), 1, 1))
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / "curves.png", out_dir / "curves.svg"]
     for p in paths:
