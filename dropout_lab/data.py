@@ -309,13 +309,17 @@ def stratified_take(labels: np.ndarray, pool: np.ndarray, n: int, rng: np.random
     return np.sort(np.concatenate(picked))
 
 
+def check_sizes(n: int, train_size: int | None, validation_size: int) -> None:
+    """The one rule for subsets: train_size + validation_size examples must exist, and some must train."""
+    if (train_size or 0) + validation_size > n or validation_size >= n:
+        raise ValueError(f"train_size + validation_size must be at most {n}, the size of the training set")
+
+
 def split(labels: np.ndarray, train_size: int | None, validation_size: int,
           seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train indices, validation indices): validation held out first, then the train subset."""
     n = len(labels)
-    if validation_size + (train_size or 0) > n or validation_size >= n:
-        raise ValueError(f"train_size + validation_size = {(train_size or 0) + validation_size} "
-                         f"exceeds the {n} training examples")
+    check_sizes(n, train_size, validation_size)
     rng = np.random.default_rng([seed, 0x5B1])  # own stream: the subset does not shift init or order
     pool = np.arange(n)
     val = stratified_take(labels, pool, validation_size, rng) if validation_size else pool[:0]

@@ -53,11 +53,6 @@ def read_summary(run_dir: Path) -> dict | None:
         return None
 
 
-def is_completed(run_dir: Path) -> bool:
-    s = read_summary(run_dir)
-    return bool(s) and s.get("status") == "completed"
-
-
 def git_commit() -> str | None:
     root = Path(__file__).resolve().parent.parent
     try:

@@ -26,7 +26,7 @@ from rich.progress import (
 
 from . import data as data_mod
 from .config import Config, ConfigError
-from .results import RunWriter, env_info, is_completed, read_summary
+from .results import RunWriter, env_info, read_summary
 from .train import pack, train_stack
 
 
@@ -39,13 +39,12 @@ class RunOutcome:
 
 
 def check_sizes(cfg: Config, dataset: data_mod.Dataset) -> None:
-    n = len(dataset.y_train)
-    want = (cfg.data.train_size or 0) + cfg.data.validation_size
-    if want > n or cfg.data.validation_size >= n:
+    try:
+        data_mod.check_sizes(len(dataset.y_train), cfg.data.train_size, cfg.data.validation_size)
+    except ValueError as e:
         key = "data.train_size" if cfg.data.train_size else "data.validation_size"
         value = cfg.data.train_size or cfg.data.validation_size
-        raise ConfigError(f"{key} = {value}: train_size + validation_size must be at most {n}, "
-                          f"the size of the {dataset.name} training set")
+        raise ConfigError(f"{key} = {value}: {e} ({dataset.name})") from None
 
 
 def load_datasets(cfgs: Sequence[Config], log=lambda s: None) -> dict[str, data_mod.Dataset]:
@@ -68,8 +67,9 @@ def execute(cfgs: Sequence[Config], datasets: dict[str, data_mod.Dataset], devic
     outcomes: dict[int, RunOutcome] = {}
     todo = []
     for i, (c, d) in enumerate(zip(cfgs, dirs)):
-        if not force and is_completed(d):
-            outcomes[i] = RunOutcome(c, d, read_summary(d), skipped=True)
+        summary = None if force else read_summary(d)
+        if summary and summary.get("status") == "completed":
+            outcomes[i] = RunOutcome(c, d, summary, skipped=True)
             console.print(f"[dim]{d.name}: already completed, skipped (--force retrains)[/dim]")
         else:
             todo.append(i)

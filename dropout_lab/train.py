@@ -174,9 +174,10 @@ class StackTrainer:
         self.n_train = len(splits[0][0])
         dev = self.device
         self.train_idx = torch.stack([torch.as_tensor(t) for t, _ in splits]).to(dev)  # (K, n_train)
-        self.val_idx = torch.stack([torch.as_tensor(v) for _, v in splits]).to(dev)  # (K, n_val)
+        val_idx = torch.stack([torch.as_tensor(v) for _, v in splits]).to(dev)  # (K, n_val)
         self.x_pool = torch.as_tensor(data.x_train, device=dev)
         self.y_pool = torch.as_tensor(data.y_train, device=dev)
+        self.x_val, self.y_val = self.x_pool[val_idx], self.y_pool[val_idx]  # gathered once, not every epoch
         self.x_test = torch.as_tensor(data.x_test, device=dev)
         self.y_test = torch.as_tensor(data.y_test, device=dev)
         self.order_gens = [generator(derive_seed(c.seed, STREAM_ORDER)) for c in cfgs]
@@ -252,8 +253,8 @@ class StackTrainer:
     def epoch_metrics(self) -> dict[str, torch.Tensor]:
         test_loss, test_error = self.evaluate(self.x_test, self.y_test)
         out = {"test_loss": test_loss, "test_error": test_error}
-        if self.val_idx.shape[1]:
-            _, out["val_error"] = self.evaluate(self.x_pool[self.val_idx], self.y_pool[self.val_idx])
+        if self.y_val.shape[1]:
+            _, out["val_error"] = self.evaluate(self.x_val, self.y_val)
         return out
 
 
