@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import data as data_mod
-from .config import ConfigError, load, validate
+from .config import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train MLPs on MNIST with and without dropout, and see what dropout does.")
@@ -31,6 +31,19 @@ def pct(x) -> str:
     return "-" if x is None else f"{100 * x:.2f}%"
 
 
+def _resolve(cfg_device: str, device: str | None):
+    from .train import resolve_device
+
+    try:
+        return resolve_device(device or cfg_device)
+    except ValueError as e:
+        raise ConfigError(str(e).replace("device =", "--device =" if device else "device =")) from None
+
+
+def _log(s: str) -> None:
+    err_console.print(f"[dim]{s}[/dim]")
+
+
 @app.command()
 def run(
     config: Path = typer.Argument(..., help="YAML config, e.g. configs/mnist.yaml"),
@@ -39,56 +52,232 @@ def run(
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed"),
 ) -> None:
-    """Train the config's dropout model and (with baseline: true) its no-dropout control, as one stack."""
-    from .runner import execute, load_datasets
-    from .train import resolve_device
+    """Train the config's dropout model and (with baseline: true) its no-dropout control, as one stack.
+
+    A config's sweep: section is ignored here; `dropout-lab sweep CONFIG` runs it.
+    """
+    from .config import apply_override, parse_override, read_yaml
+    from .results import FolderBusy, env_info, folder_lock
+    from .runner import execute, load_datasets, plan, survey
+    from .sweep import expand
 
     try:
-        cfg = load(config, set_)
-        if device is not None:
-            cfg = validate({**cfg.model_dump(), "device": device})
-        try:
-            dev = resolve_device(cfg.device)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
-        runs = [cfg.run_config()]
-        if cfg.baseline and cfg.control().run_id() != runs[0].run_id():
-            runs.append(cfg.control())
-        datasets = load_datasets(runs, log=lambda s: err_console.print(f"[dim]{s}[/dim]"))
+        raw = read_yaml(config)
+        for text in set_:
+            apply_override(raw, *parse_override(text))
+        raw.pop("sweep", None)
+        sw = expand(raw)
+        cfg = sw.base
+        dev = _resolve(cfg.device, device)
+        datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
         fail(str(e), 2)
     except data_mod.DataError as e:
         fail(str(e), 1)
 
-    err_console.print(f"[bold]{cfg.name}[/bold]: {len(runs)} model(s) on {dev}, "
-                      f"{cfg.optim.epochs} epochs, results in {out / cfg.name}/")
+    root = out / cfg.name
+    err_console.print(f"[bold]{cfg.name}[/bold]: {len(sw.runs)} model(s) on {dev}, "
+                      f"{cfg.optim.epochs} epochs, results in {root}/")
     try:
-        outcomes = execute(runs, datasets, dev, out / cfg.name, force=force, console=err_console)
+        with folder_lock(root):
+            runs = survey(sw.runs, root, sw.values, force)
+            for r in runs:
+                if r.status == "completed":
+                    _log(f"{r.id}: already completed, skipped (--force retrains)")
+                elif r.status == "partial" and r.progress != (0, 0):
+                    _log(f"{r.id}: resuming from its checkpoint at epoch {r.progress[0]}, step {r.progress[1]}")
+            execute(runs, plan(runs, dev), datasets, dev, env_info(dev), err_console)
+    except FolderBusy as e:
+        fail(str(e), 1)
     except KeyboardInterrupt:
-        fail("interrupted: finished runs are kept; unfinished ones have no summary.json and will be retrained", 130)
+        fail("interrupted: finished runs are kept, unfinished ones are checkpointed; the same command resumes", 130)
 
     table = Table(title=f"{cfg.name}: test error" + (" (MNIST)" if cfg.data.dataset == "mnist" else ""))
     for col in ("model", "status", "final test", "best test", "final train", "epochs", "seconds"):
         table.add_column(col, justify="left" if col in ("model", "status") else "right")
-    for o in outcomes:
-        s = o.summary
-        status = s["status"] + (" (earlier)" if o.skipped else "")
+    for r in runs:
+        s = r.summary
+        status = s["status"] + (" (earlier)" if r.skipped else "")
         table.add_row("dropout" if s.get("dropout") else "control", status, pct(s["final_test_error"]),
                       pct(s["best_test_error"]), pct(s["final_train_error"]), str(s["epochs_completed"]),
                       f"{s['wall_seconds']:.1f}")
     out_console.print(table)
-    for o in outcomes:
-        out_console.print(f"  {'dropout' if o.summary.get('dropout') else 'control'}: {o.dir}", highlight=False)
-    if len(outcomes) == 2 and all(o.summary["status"] == "completed" for o in outcomes):
-        drop, ctrl = (o.summary["final_test_error"] for o in outcomes)
+    for r in runs:
+        out_console.print(f"  {'dropout' if r.summary.get('dropout') else 'control'}: {r.dir}", highlight=False)
+    if len(runs) == 2 and all(r.status == "completed" for r in runs):
+        drop, ctrl = (r.summary["final_test_error"] for r in runs)
         verdict = "beats" if drop < ctrl else "does not beat"
         out_console.print(f"dropout {verdict} its control: {pct(drop)} vs {pct(ctrl)} final test error "
                           f"({100 * (drop - ctrl):+.2f} percentage points)")
-    bad = [o for o in outcomes if o.summary["status"] != "completed"]
+    _exit_on_failures(runs)
+
+
+def _exit_on_failures(runs) -> None:
+    bad = [r for r in runs if r.status in ("failed", "diverged")]
     if bad:
-        for o in bad:
-            err_console.print(f"{o.dir.name}: {o.summary['status']} {o.summary.get('error', '')}", markup=False)
+        err_console.print(f"{len(bad)} run(s) did not complete:", style="red")
+        for r in bad:
+            err_console.print(f"  {r.id}: {r.status}: {(r.summary or {}).get('error', '')}", markup=False)
         raise typer.Exit(1)
+
+
+def _fmt(v) -> str:
+    if v is None:
+        return "off"
+    if isinstance(v, float):
+        return f"{v:g}"
+    if isinstance(v, list):
+        return "x".join(map(str, v))
+    return str(v)
+
+
+def _status(r) -> str:
+    if r.status == "partial":
+        return f"partial (epoch {r.progress[0]}/{r.cfg.optim.epochs})" if r.progress != (0, 0) else "partial (restarts)"
+    return {"completed": "done", "failed": "failed (retried)", "diverged": "diverged (retried)"}.get(r.status, r.status)
+
+
+def _plan_tables(sw, runs, stacks) -> None:
+    t = Table(title=f"{sw.base.name}: {len(runs)} runs", title_justify="left")
+    for col in ("#", "run id", *sw.keys, "seed", "dropout", "status"):
+        t.add_column(col, justify="right" if col == "#" else "left", overflow="fold")
+    for i, r in enumerate(runs, 1):
+        t.add_row(str(i), r.id, *(_fmt(r.values[k]) for k in sw.keys), str(r.cfg.seed),
+                  "yes" if r.cfg.has_dropout else "no", _status(r))
+    out_console.print(t)
+    t = Table(title=f"{len(stacks)} stacks (runs of one structure train together, as one set of batched ops)",
+              title_justify="left")
+    for col in ("stack", "K", "layers", "activation", "dropout", "train size", "batch", "epochs", "from"):
+        t.add_column(col)
+    for n, s in enumerate(stacks, 1):
+        c = s[0].cfg
+        kinds = {r.cfg.model.dropout.kind for r in s if r.cfg.has_dropout} or {"none"}
+        t.add_row(str(n), str(len(s)), "-".join(map(str, c.widths())), c.model.activation, kinds.pop(),
+                  str(c.data.train_size or "all"), str(c.optim.batch_size), str(c.optim.epochs),
+                  f"epoch {s[0].progress[0]}" if s[0].progress != (0, 0) else "start")
+    out_console.print(t)
+
+
+def _results_table(sw, runs) -> None:
+    """Mean ± std over seeds of each point of the sweep."""
+    import statistics
+
+    groups: dict[tuple, list] = {}
+    for r in runs:
+        groups.setdefault((*(_fmt(r.values[k]) for k in sw.keys), r.cfg.has_dropout), []).append(r)
+    t = Table(title=f"{sw.base.name}: final error, mean ± std over seeds", title_justify="left")
+    for col in (*sw.keys, "dropout", "seeds", "test error", "train error", "status"):
+        t.add_column(col, justify="left" if col in (*sw.keys, "dropout", "status") else "right")
+
+    def ms(xs):
+        xs = [100 * x for x in xs if x is not None]
+        if not xs:
+            return "-"
+        return f"{statistics.fmean(xs):.2f} ± {statistics.pstdev(xs):.2f}%" if len(xs) > 1 else f"{xs[0]:.2f}%"
+
+    for key, members in groups.items():
+        done = [r.summary for r in members if r.status == "completed"]
+        statuses = sorted({r.status for r in members})
+        t.add_row(*key[:-1], "yes" if key[-1] else "no", str(len(done)),
+                  ms([s["final_test_error"] for s in done]), ms([s["final_train_error"] for s in done]),
+                  ", ".join(statuses))
+    out_console.print(t)
+
+
+@app.command()
+def sweep(
+    config: Path | None = typer.Argument(None, help="YAML config with a sweep: section; none lists configs/sweeps/"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (runs, stacks, cost) and train nothing"),
+    set_: list[str] = typer.Option([], "--set", help="override a base key before expansion: --set optim.epochs=3"),
+    grid: list[str] = typer.Option([], "--grid", help="add an axis: --grid model.dropout.p_hidden=0.3,0.5"),
+    out: Path = typer.Option(Path("results"), "--out", help="results root; runs go to OUT/<name>/<run_id>/"),
+    backend: str = typer.Option("local", "--backend", help="local (stacks in this process) | ray (a task each)"),
+    address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local instance)"),
+    gpus_per_stack: float = typer.Option(0.0, "--gpus-per-stack", help="GPUs a Ray task reserves; 0.25 shares 4/GPU"),
+    max_stack: int | None = typer.Option(None, "--max-stack", help="at most K models per stack (default: memory)"),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
+    force: bool = typer.Option(False, "--force", help="retrain runs that already completed"),
+    fail_fast: bool = typer.Option(False, "--fail-fast", help="stop at the first failed or diverged run"),
+    keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep checkpoint.pt of completed runs"),
+) -> None:
+    """Train every run of a sweep, packed into stacks; skip finished runs, resume partial ones."""
+    from .results import FolderBusy, env_info, folder_lock, write_index
+    from .runner import FailFast, estimate_seconds, execute, load_datasets, model_steps, plan, survey
+    from .sweep import load_sweep, shipped, write_sweep_yaml
+
+    if config is None:
+        t = Table(title="shipped sweeps (configs/sweeps/): dropout-lab sweep FILE [--dry-run]", title_justify="left")
+        for col in ("config", "runs", "what it reproduces"):
+            t.add_column(col, overflow="fold")
+        for path, description, count in shipped():
+            t.add_row(str(path), str(count), description)
+        out_console.print(t)
+        return
+    try:
+        if backend not in ("local", "ray"):
+            raise ConfigError(f"--backend = {backend!r}: allowed: local, ray")
+        if max_stack is not None and max_stack < 1:
+            raise ConfigError(f"--max-stack = {max_stack}: must be >= 1")
+        if gpus_per_stack < 0:
+            raise ConfigError(f"--gpus-per-stack = {gpus_per_stack:g}: must be >= 0")
+        sw = load_sweep(config, set_, grid)
+        dev = _resolve(sw.base.device, device)
+        datasets = load_datasets(sw.runs, log=_log)
+    except ConfigError as e:
+        fail(str(e), 2)
+    except data_mod.DataError as e:
+        fail(str(e), 1)
+
+    root = out / sw.base.name
+    if dry_run:
+        runs = survey(sw.runs, root, sw.values, force)
+        stacks = plan(runs, dev, max_stack)
+        _plan_tables(sw, runs, stacks)
+        counts = {s: sum(r.status == s for r in runs) for s in ("completed", "partial", "new", "failed", "diverged")}
+        seconds = estimate_seconds(stacks, datasets, dev) if stacks else 0.0
+        out_console.print(
+            f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; "
+            f"{model_steps(stacks, datasets):,} model-steps left in {len(stacks)} stacks; "
+            f"about {seconds / 60:.1f} min on {dev} (timed from a few steps of each structure; "
+            f"{'Ray runs stacks in parallel' if backend == 'ray' else 'one stack after another'})", highlight=False)
+        return
+
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    try:
+        with folder_lock(root):
+            runs = survey(sw.runs, root, sw.values, force)
+            stacks = plan(runs, dev, max_stack)
+            err_console.print(f"[bold]{sw.base.name}[/bold]: {len(runs)} runs, "
+                              f"{sum(r.status == 'completed' for r in runs)} already done; "
+                              f"{len(stacks)} stacks on {dev if backend == 'local' else 'Ray'}; results in {root}/")
+
+            def index():
+                write_index(root, [{"run_id": r.id, "status": r.status, **r.values, **(r.summary or {})}
+                                   for r in runs], sw.keys)
+
+            write_sweep_yaml(root, sw, str(config), command)
+            index()
+            try:
+                if backend == "ray":
+                    from .distributed import execute_ray
+
+                    execute_ray(runs, stacks, env_info(dev), err_console, index, address, gpus_per_stack,
+                                keep_checkpoints, fail_fast)
+                else:
+                    execute(runs, stacks, datasets, dev, env_info(dev), err_console, index, keep_checkpoints,
+                            fail_fast)
+            except FailFast:
+                err_console.print("--fail-fast: stopped at the first failed or diverged run; "
+                                  "unfinished runs are checkpointed", style="red")
+    except ConfigError as e:
+        fail(str(e), 2)
+    except FolderBusy as e:
+        fail(str(e), 1)
+    except KeyboardInterrupt:
+        fail("interrupted: finished runs are kept, unfinished ones are checkpointed; the same command resumes", 130)
+    _results_table(sw, runs)
+    out_console.print(f"index: {root / 'index.csv'}   plots: dropout-lab plot {root}", highlight=False)
+    _exit_on_failures(runs)
 
 
 @app.command()

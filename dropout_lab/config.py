@@ -111,6 +111,15 @@ class OptimConfig(_Strict):
         return c
 
 
+class SweepConfig(_Strict):
+    """What to sweep. Expanded by sweep.expand(); every expanded point is validated as a Config."""
+
+    description: str = ""  # one line, listed by `dropout-lab sweep` with no argument
+    grid: dict[str, list[Any]] = Field(default_factory=dict)  # dotted key -> values; Cartesian product
+    zip: list[dict[str, list[Any]]] = Field(default_factory=list)  # each: keys whose values advance together
+    seeds: list[int] | None = None  # repeats of every point, for mean ± std; null = the config's seed
+
+
 class Config(_Strict):
     name: str = "mnist"  # results go to <out>/<name>/
     seed: int = Field(default=0, ge=0)  # init, data order, subset and dropout masks all derive from it
@@ -119,6 +128,10 @@ class Config(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    # a running stack saves model, optimiser and RNG state at most this often (seconds of wall time),
+    # so a killed run loses at most this much work; 0 = after every step (tests)
+    checkpoint_seconds: float = Field(default=60.0, ge=0)
+    sweep: SweepConfig | None = None  # used by `dropout-lab sweep`; a run's own config has none
 
     @field_validator("name")
     @classmethod
@@ -145,13 +158,17 @@ class Config(_Strict):
         c = self.model_copy(deep=True)
         c.model.dropout = DropoutConfig(kind="none", p_input=0.0, p_hidden=0.0)
         c.optim.max_norm = None
+        if c.model.width_rule == "scaled":  # n/(1-0) = n: one control for either rule
+            c.model.width_rule = "fixed"
         c.baseline = False
+        c.sweep = None
         return c
 
     def run_config(self) -> Config:
         """The config of the dropout run itself (a run is one model; its control is another run)."""
         c = self.model_copy(deep=True)
         c.baseline = False
+        c.sweep = None
         if c.model.dropout.kind == "none":  # all 'no dropout' spellings share one resolved form
             c.model.dropout = DropoutConfig(kind="none", p_input=0.0, p_hidden=0.0)
         return c
@@ -159,11 +176,10 @@ class Config(_Strict):
     def run_id(self) -> str:
         """Readable slug + 8 hex digits of the resolved config, so a config always maps to one folder.
 
-        name and device are left out of the hash: they say where and on what, not what is trained.
+        name, device, checkpoint_seconds and sweep are left out of the hash: they say where, on what and
+        how, not what is trained.
         """
-        d = self.model_dump(mode="json")
-        d.pop("name")
-        d.pop("device")
+        d = self.model_dump(mode="json", exclude={"name", "device", "checkpoint_seconds", "sweep"})
         digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
         drop = self.model.dropout
         if self.has_dropout:

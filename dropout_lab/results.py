@@ -5,12 +5,18 @@
     env.json       versions, device, git commit, command line
     metrics.csv    one row per epoch, appended and flushed as training goes
     summary.json   written last, atomically; its presence with status 'completed' marks a finished run
+    checkpoint.pt  model, optimiser and RNG state of an unfinished run (git-ignored, removed on completion)
+<out>/<name>/index.csv, sweep.yaml   one row per run of the last sweep; the sweep as resolved
+<out>/<name>/.lock                   held by the one process writing into the folder
 Errors are fractions in files and percentages on screen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
+import io
 import json
 import os
 import platform
@@ -94,20 +100,36 @@ def env_info(device: torch.device) -> dict:
 
 
 class RunWriter:
-    """Opens a run folder fresh (any partial leftovers are replaced) and writes it as training goes."""
+    """Opens a run folder and writes it as training goes.
 
-    def __init__(self, run_dir: Path, cfg: Config, env: dict):
+    keep_rows=0 starts fresh (partial leftovers are replaced); keep_rows=n resumes from a checkpoint
+    taken after n epochs: later rows, written after that checkpoint, are dropped and will be redone.
+    """
+
+    def __init__(self, run_dir: Path, cfg: Config, env: dict, keep_rows: int = 0):
         self.dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "summary.json").unlink(missing_ok=True)  # not finished until written again
         atomic_write(run_dir / "config.yaml", to_yaml(cfg))
+        kept = read_metrics(run_dir, raw=True)[:keep_rows] if keep_rows else []
+        if keep_rows:  # provenance of the first start stays; each resumption is appended
+            try:
+                first = json.loads((run_dir / "env.json").read_text())
+            except (OSError, ValueError):
+                first = dict(env)
+            first.setdefault("resumed", []).append({k: env[k] for k in ("started", "command", "git_commit",
+                                                                        "device", "device_name")})
+            env = first
         atomic_write(run_dir / "env.json", json.dumps(env, indent=2) + "\n")
         self.cfg = cfg
-        self._f = open(run_dir / "metrics.csv", "w", newline="")
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(kept)
+        atomic_write(run_dir / "metrics.csv", buf.getvalue())
+        self._f = open(run_dir / "metrics.csv", "a", newline="")
         self._csv = csv.DictWriter(self._f, fieldnames=METRIC_COLUMNS, extrasaction="ignore")
-        self._csv.writeheader()
-        self._f.flush()
-        self.rows: list[dict] = []
+        self.rows: list[dict] = [{k: (float(v) if v else float("nan")) for k, v in r.items()} for r in kept]
 
     def add(self, row: dict) -> None:
         if not self.cfg.data.validation_size:
@@ -123,6 +145,8 @@ class RunWriter:
     def finish(self, status: str, wall_seconds: float, error: str | None = None) -> dict:
         self._f.close()
         finite = [r for r in self.rows if r["test_error"] == r["test_error"]]  # NaN-free rows
+        if self.rows:  # cumulative over interruptions, as the rows count it
+            wall_seconds = self.rows[-1]["seconds"]
         summary = {
             "run_id": self.dir.name,
             "status": status,
@@ -140,9 +164,113 @@ class RunWriter:
         return summary
 
 
-def read_metrics(run_dir: Path) -> list[dict]:
-    with open(run_dir / "metrics.csv", newline="") as f:
-        return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in csv.DictReader(f)]
+def read_metrics(run_dir: Path, raw: bool = False) -> list[dict]:
+    try:
+        with open(run_dir / "metrics.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    except FileNotFoundError:
+        return []
+    if raw:
+        return rows
+    return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in rows]
+
+
+# ----------------------------------------------------------------------------------------------
+# checkpoints
+
+
+CHECKPOINT = "checkpoint.pt"
+
+
+def save_checkpoint(run_dir: Path, state: dict) -> None:
+    """Atomic: a kill during the write leaves the previous checkpoint, never half of a new one."""
+    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(state, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, run_dir / CHECKPOINT)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(run_dir: Path, run_id: str | None = None, mmap: bool = False) -> dict | None:
+    """The run's checkpoint, or None when there is none, it is unreadable or it belongs to another config."""
+    path = run_dir / CHECKPOINT
+    if not path.is_file():
+        return None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+    except Exception:  # a foreign or damaged file: the run restarts rather than crash the sweep
+        return None
+    if run_id is not None and state.get("run_id") != run_id:
+        return None
+    if len(read_metrics(run_dir, raw=True)) < state.get("epoch", 0):
+        return None  # its rows are gone: the curve could not be completed
+    return state
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    (run_dir / CHECKPOINT).unlink(missing_ok=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# the folder lock and the sweep index
+
+
+class FolderBusy(RuntimeError):
+    pass
+
+
+@contextlib.contextmanager
+def folder_lock(folder: Path):
+    """Hold <folder>/.lock for the life of the block; a second writer gets FolderBusy, not a mixed folder.
+
+    flock is released by the kernel when the holder dies, so a crash never leaves a stale lock.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / ".lock"
+    f = open(path, "a+")
+    try:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            raise FolderBusy(f"results folder '{folder}' is in use by {holder}; wait for it to finish, "
+                             "or write elsewhere with --out") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"dropout-lab pid {os.getpid()} ({shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])})\n")
+        f.flush()
+        yield
+    finally:
+        f.close()
+
+
+INDEX_METRICS = ["final_test_error", "best_test_error", "final_train_error", "epochs_completed", "wall_seconds"]
+
+
+def cell(value) -> str | int | float:
+    """One index.csv cell: None empty, lists as JSON, so pandas reads the file with no arguments."""
+    if value is None:
+        return ""
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)
+    return value
+
+
+def write_index(folder: Path, rows: list[dict], keys: list[str]) -> None:
+    """rows: run_id, status, the swept keys, seed, dropout and the summary numbers; rewritten atomically."""
+    buf = io.StringIO()
+    columns = ["run_id", "status", *keys, "seed", "dropout", *INDEX_METRICS]
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: cell(r.get(c)) for c in columns})
+    atomic_write(folder / "index.csv", buf.getvalue())
 
 
 def run_dirs(results_dir: Path) -> list[Path]:

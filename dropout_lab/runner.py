@@ -1,41 +1,45 @@
-"""Run a list of run configs: skip finished ones, pack the rest into stacks, train, write results.
+"""Run a list of run configs: survey what is done, pack the rest into stacks, train, never lose work.
 
-Used by `dropout-lab run` (a dropout model and its control) and by sweeps. Every model's folder is
-written as it trains; `summary.json` comes last and atomically, so an interrupted run is visibly
-partial and a finished one is never touched again unless forced.
+Used by `dropout-lab run` (a dropout model and its control) and by sweeps, with the local backend
+here and the Ray backend in distributed.py; both train a stack through `run_stack`. A run's folder
+is written as it trains, its checkpoint is replaced atomically, and `summary.json` comes last, so an
+interrupted run is visibly partial and resumes where its checkpoint left it.
 """
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 import time
 import traceback
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import data as data_mod
 from .config import Config, ConfigError
-from .results import RunWriter, env_info, read_summary
-from .train import pack, train_stack
+from .results import RunWriter, load_checkpoint, read_summary, remove_checkpoint, save_checkpoint
+from .train import StackTrainer, pack, structure_key, train_stack
 
 
 @dataclass
-class RunOutcome:
+class Run:
     cfg: Config
     dir: Path
-    summary: dict
-    skipped: bool = False
+    values: dict = field(default_factory=dict)  # swept key -> value in cfg (for the index)
+    status: str = "new"  # new | partial | completed | failed | diverged
+    progress: tuple[int, int] = (0, 0)  # (epoch, step) its checkpoint resumes from
+    summary: dict | None = None
+    skipped: bool = False  # completed before this invocation
+
+    @property
+    def id(self) -> str:
+        return self.dir.name
 
 
 def check_sizes(cfg: Config, dataset: data_mod.Dataset) -> None:
@@ -54,65 +58,283 @@ def load_datasets(cfgs: Sequence[Config], log=lambda s: None) -> dict[str, data_
     return out
 
 
-def _short(cfg: Config) -> str:
-    d = cfg.model.dropout
-    return f"drop {d.p_input:g}/{d.p_hidden:g}" if cfg.has_dropout else "none"
-
-
-def execute(cfgs: Sequence[Config], datasets: dict[str, data_mod.Dataset], device: torch.device,
-            root: Path, force: bool = False, console: Console | None = None) -> list[RunOutcome]:
-    """Train every config in `cfgs` not already completed under root/<run_id>/; return one outcome each."""
-    console = console or Console(stderr=True)
-    dirs = [root / c.run_id() for c in cfgs]
-    outcomes: dict[int, RunOutcome] = {}
-    todo = []
-    for i, (c, d) in enumerate(zip(cfgs, dirs)):
-        summary = None if force else read_summary(d)
-        if summary and summary.get("status") == "completed":
-            outcomes[i] = RunOutcome(c, d, summary, skipped=True)
-            console.print(f"[dim]{d.name}: already completed, skipped (--force retrains)[/dim]")
+def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = None,
+           force: bool = False) -> list[Run]:
+    """What each run's folder holds: completed runs are skipped, checkpointed ones resume, others start."""
+    runs = []
+    for i, c in enumerate(cfgs):
+        run = Run(c, root / c.run_id(), dict(values[i]) if values else {})
+        summary = read_summary(run.dir)
+        if force:
+            pass  # everything restarts: run_stack removes old checkpoints as it opens each run afresh
+        elif summary and summary.get("status") == "completed":
+            run.status, run.summary, run.skipped = "completed", summary, True
         else:
-            todo.append(i)
+            ckpt = load_checkpoint(run.dir, run.id, mmap=True)
+            if ckpt is not None:
+                run.status, run.progress = "partial", (ckpt["epoch"], ckpt["step"])
+            elif summary:
+                run.status, run.summary = summary["status"], summary
+            elif (run.dir / "metrics.csv").exists():
+                run.status = "partial"  # no checkpoint yet: restarts from epoch 0
+        runs.append(run)
+    return runs
 
-    stacks = [[todo[j] for j in members] for members in pack([cfgs[i] for i in todo])]
-    env = env_info(device)
-    columns = [TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
-               TextColumn("{task.fields[rate]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-               TextColumn("{task.fields[errors]}")]
-    with Progress(*columns, console=console, transient=False) as progress:
-        for s, members in enumerate(stacks):
-            group = [cfgs[i] for i in members]
-            label = f"stack {s + 1}/{len(stacks)}, K={len(group)}"
-            task = progress.add_task(label, total=group[0].optim.epochs, rate="", errors="")
-            writers = {i: RunWriter(dirs[i], cfgs[i], env) for i in members}
+
+# ----------------------------------------------------------------------------------------------
+# planning: stacks of one structure and one resume point, capped by memory
+
+
+def model_bytes(cfg: Config, n_in: int = 784, n_out: int = 10) -> int:
+    """A generous estimate of one model's device memory in a stack (float32)."""
+    sizes = [n_in, *cfg.widths(), n_out]
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    copies = 3 if cfg.optim.name == "sgd" else 4  # weights, grads, velocity (+ Adam's second moment)
+    # per hidden unit of a batch: pre-activation, activation, mask, dropped copy, their grads
+    activations = 8 * cfg.optim.batch_size * sum(sizes)
+    held = cfg.data.validation_size * n_in + 2 * (cfg.data.train_size or 60_000)  # val set, index tensors
+    return 4 * (copies * params + activations + held)
+
+
+def free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def stack_cap(cfg: Config, device: torch.device, max_stack: int | None = None) -> int:
+    if max_stack:
+        return max_stack
+    reserve = 1 << 30  # the data pool, evaluation chunks, the allocator's slack
+    return max(1, int(0.6 * (free_bytes(device) - reserve) // model_bytes(cfg)))
+
+
+def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None) -> list[list[Run]]:
+    """Unfinished runs packed into stacks: one structure and one resume point per stack, at most the cap."""
+    todo = [r for r in runs if r.status != "completed"]
+    stacks = []
+    by_progress: dict[tuple, list[Run]] = {}
+    for r in todo:
+        by_progress.setdefault(r.progress, []).append(r)
+    for group in by_progress.values():
+        for members in pack([r.cfg for r in group]):
+            cap = stack_cap(group[members[0]].cfg, device, max_stack)
+            for i in range(0, len(members), cap):
+                stacks.append([group[j] for j in members[i:i + cap]])
+    return stacks
+
+
+# ----------------------------------------------------------------------------------------------
+# one stack, start to finish (or to a checkpoint)
+
+
+class Stop:
+    """The first Ctrl-C asks the trainer to checkpoint at the next step and stop; a second one is immediate."""
+
+    def __init__(self):
+        self.requested = False
+        self._old = None
+
+    def __enter__(self) -> Stop:
+        if threading.current_thread() is threading.main_thread():
+            self._old = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        signal.signal(signal.SIGINT, self._old)
+
+    def __exit__(self, *exc) -> None:
+        if self._old is not None:
+            signal.signal(signal.SIGINT, self._old)
+
+
+class FailFast(Exception):
+    pass
+
+
+def run_stack(runs: Sequence[Run], data: data_mod.Dataset, device: torch.device, env: dict,
+              stop: Stop | None = None, on_epoch: Callable[[list], None] | None = None,
+              keep_checkpoints: bool = False, fail_fast: bool = False) -> list[dict]:
+    """Train one stack (fresh, or resumed from its members' checkpoints); return each run's summary.
+
+    KeyboardInterrupt and FailFast leave every unfinished member checkpointed and without a summary.
+    """
+    cfgs = [r.cfg for r in runs]
+    states = [load_checkpoint(r.dir, r.id) for r in runs] if runs[0].progress != (0, 0) else None
+    if states is not None and any(s is None for s in states):
+        raise RuntimeError("a checkpoint of this stack disappeared; run the command again to restart it")
+    if states is None:
+        for r in runs:  # a fresh start must never be mistaken later for a resume point
+            remove_checkpoint(r.dir)
+    writers = {i: RunWriter(r.dir, r.cfg, env, keep_rows=r.progress[0]) for i, r in enumerate(runs)}
+    summaries: dict[int, dict] = {}
+    every = min(c.checkpoint_seconds for c in cfgs)
+    last = [time.monotonic()]
+    t0 = time.perf_counter()
+
+    def checkpoint(tr: StackTrainer) -> None:
+        seconds = time.perf_counter() - t0 + (states[0].get("seconds", 0.0) if states else 0.0)
+        for i in writers:
+            save_checkpoint(runs[i].dir, {**tr.model_state(i), "run_id": runs[i].id, "seconds": seconds})
+        last[0] = time.monotonic()
+
+    def on_step(tr: StackTrainer) -> None:
+        halt = stop is not None and stop.requested
+        if halt or failed or time.monotonic() - last[0] >= every:
+            checkpoint(tr)
+        if halt:
+            raise KeyboardInterrupt
+        if failed:
+            raise FailFast
+
+    failed = False  # set by a divergence under fail_fast: stop at the next step, checkpointed
+    try:
+        for rows in train_stack(cfgs, data, device, states, on_step):
+            for i, row in enumerate(rows):
+                if row is None or i not in writers:
+                    continue
+                writers[i].add(row)
+                if row["diverged"]:
+                    summaries[i] = writers.pop(i).finish("diverged", 0.0, "loss became NaN or inf")
+                    remove_checkpoint(runs[i].dir)
+                    failed = fail_fast
+            if on_epoch is not None:
+                on_epoch(rows)
+    except (KeyboardInterrupt, FailFast):
+        for w in writers.values():  # partial runs stay without a summary: visibly unfinished
+            w.close()
+        raise
+    except Exception as e:  # isolate the failure to this stack's unfinished runs
+        msg = f"{type(e).__name__}: {e}"
+        for i, w in writers.items():
+            summaries[i] = w.finish("failed", time.perf_counter() - t0, msg)
+            summaries[i]["traceback"] = traceback.format_exc(limit=4)
+        return [summaries[i] for i in range(len(runs))]
+    for i, w in writers.items():
+        summaries[i] = w.finish("completed", time.perf_counter() - t0)
+        if not keep_checkpoints:
+            remove_checkpoint(runs[i].dir)
+    return [summaries[i] for i in range(len(runs))]
+
+
+# ----------------------------------------------------------------------------------------------
+# the local backend: stacks one after another in this process, one progress display for them all
+
+
+def _short(run: Run) -> str:
+    d = run.cfg.model.dropout
+    return f"drop {d.p_input:g}/{d.p_hidden:g}" if run.cfg.has_dropout else "none"
+
+
+def progress_display(console: Console) -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                    TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                    TextColumn("{task.fields[note]}"), console=console, transient=False)
+
+
+def remaining_epochs(runs: Sequence[Run]) -> int:
+    return sum(r.cfg.optim.epochs - r.progress[0] for r in runs)
+
+
+def record(runs: Sequence[Run], summaries: Sequence[dict]) -> None:
+    for r, s in zip(runs, summaries):
+        r.summary, r.status = s, s["status"]
+        r.progress = (0, 0) if s["status"] == "completed" else r.progress
+
+
+def execute(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset],
+            device: torch.device, env: dict, console: Console, after_stack: Callable[[], None] = lambda: None,
+            keep_checkpoints: bool = False, fail_fast: bool = False) -> None:
+    """Train `stacks` in order, updating each Run; `after_stack` runs after each (the sweep's index)."""
+    total_runs = len(runs)
+    with progress_display(console) as progress, Stop() as stop:
+        done = sum(r.status == "completed" for r in runs)
+        overall = progress.add_task(f"sweep: {done}/{total_runs} runs done", unit="model-epochs", note="",
+                                    total=remaining_epochs([r for s in stacks for r in s]))
+        for n, stack in enumerate(stacks):
+            label = f"stack {n + 1}/{len(stacks)}, K={len(stack)}"
+            epochs = stack[0].cfg.optim.epochs
+            task = progress.add_task(label, total=epochs, completed=stack[0].progress[0], unit="epochs", note="")
             t0 = time.perf_counter()
+
+            def on_epoch(rows, stack=stack, task=task, t0=t0):
+                live = [(r, row) for r, row in zip(stack, rows) if row is not None]
+                if not live:
+                    return
+                steps = live[0][1]["step"] - stack[0].progress[1]
+                rate = f"{steps * len(live) / max(time.perf_counter() - t0, 1e-9):,.0f} model-steps/s"
+                errs = " | ".join(f"{_short(r)}: {row['test_error'] * 100:.2f}%" for r, row in live[:4])
+                more = f" (+{len(live) - 4} more)" if len(live) > 4 else ""
+                progress.update(task, advance=1, note=f"{rate}  test err {errs}{more}")
+                progress.update(overall, advance=len(live))
+
             try:
-                for rows in train_stack(group, datasets[group[0].data.dataset], device):
-                    for i, row in zip(members, rows):
-                        if row is None:
-                            continue
-                        writers[i].add(row)
-                        if row["diverged"]:
-                            outcomes[i] = RunOutcome(cfgs[i], dirs[i],
-                                                     writers.pop(i).finish("diverged", time.perf_counter() - t0))
-                    done = [r for r in rows if r is not None]
-                    if done:
-                        steps = done[0]["step"]
-                        rate = f"{steps * len(group) / max(done[0]['seconds'], 1e-9):,.0f} model-steps/s"
-                        errs = " | ".join(f"{_short(cfgs[i])}: {r['test_error'] * 100:.2f}%"
-                                          for i, r in zip(members, rows) if r is not None)
-                        progress.update(task, advance=1, rate=rate, errors=f"test err {errs}")
-            except KeyboardInterrupt:
-                for w in writers.values():  # partial runs stay without a summary: visibly unfinished
-                    w.close()
+                summaries = run_stack(stack, datasets[stack[0].cfg.data.dataset], device, env, stop, on_epoch,
+                                      keep_checkpoints, fail_fast)
+            except (KeyboardInterrupt, FailFast):
+                for r in stack:
+                    if r.summary is None or r.summary.get("status") != "diverged":
+                        r.status = "partial"
+                after_stack()
                 raise
-            except Exception as e:  # isolate the failure to this stack's unfinished runs
-                msg = f"{type(e).__name__}: {e}"
-                console.print(f"[red]stack {s + 1} failed: {msg}[/red]")
-                console.print(f"[dim]{traceback.format_exc(limit=3)}[/dim]")
-                for i, w in writers.items():
-                    outcomes[i] = RunOutcome(cfgs[i], dirs[i], w.finish("failed", time.perf_counter() - t0, msg))
-                continue
-            for i, w in writers.items():
-                outcomes[i] = RunOutcome(cfgs[i], dirs[i], w.finish("completed", time.perf_counter() - t0))
-    return [outcomes[i] for i in range(len(cfgs))]
+            record(stack, summaries)
+            for r in stack:
+                if r.status == "failed":
+                    console.print(f"[red]{r.id} failed: {r.summary.get('error')}[/red]")
+                    console.print(f"[dim]{r.summary.get('traceback', '')}[/dim]")
+                    break
+            progress.update(task, completed=epochs, visible=False)
+            done = sum(r.status == "completed" for r in runs)
+            progress.update(overall, description=f"sweep: {done}/{total_runs} runs done")
+            after_stack()
+            if fail_fast and any(r.status in ("failed", "diverged") for r in stack):
+                raise FailFast
+
+
+def _steps_per_epoch(c: Config, data: data_mod.Dataset) -> int:
+    n = c.data.train_size or (len(data.y_train) - c.data.validation_size)
+    return max(1, n // min(c.optim.batch_size, n))
+
+
+def model_steps(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset]) -> int:
+    """Weight updates left in the plan, summed over models: the sweep's size in one number."""
+    return sum(len(s) * ((c := s[0].cfg).optim.epochs * _steps_per_epoch(c, datasets[c.data.dataset])
+                         - s[0].progress[1]) for s in stacks)
+
+
+def _seconds_per_model_step(cfg: Config, data: data_mod.Dataset, device: torch.device, k: int, steps: int) -> float:
+    tr = StackTrainer([cfg.model_copy(update={"seed": s}) for s in range(k)], data, device)
+    tr.begin_epoch()
+    n = max(1, min(steps, tr.steps_per_epoch - 1))
+    tr.train_step()  # warm-up: allocation, kernel choice
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t = time.perf_counter()
+    for _ in range(n):
+        if tr.s == tr.steps_per_epoch:
+            tr.begin_epoch()
+        tr.train_step()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - t) / n / k
+
+
+def estimate_seconds(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset],
+                     device: torch.device, steps: int = 4) -> float:
+    """Wall seconds for the plan, from a few timed steps of a small stack of each structure: a rough guide."""
+    per_model_step: dict[tuple, float] = {}
+    total = 0.0
+    for stack in stacks:
+        c = stack[0].cfg
+        data = datasets[c.data.dataset]
+        key = structure_key(c)
+        if key not in per_model_step:
+            per_model_step[key] = _seconds_per_model_step(c, data, device, min(4, len(stack)), steps)
+        evals = (len(data.y_test) + c.data.validation_size) / c.optim.batch_size / 3  # forward only
+        epochs = c.optim.epochs - stack[0].progress[0]
+        total += per_model_step[key] * len(stack) * epochs * (_steps_per_epoch(c, data) + evals)
+    return total

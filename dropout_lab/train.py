@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -189,47 +189,92 @@ class StackTrainer:
         else:
             self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
         self.live = torch.ones(self.K, 1, 1, dtype=torch.bool, device=dev)
-        self.epoch, self.step = 0, 0
+        self.epoch, self.step = 0, 0  # epochs and steps completed
+        self.s = 0  # steps done in the current epoch
+        self.order: torch.Tensor | None = None  # (K, n_train) pool indices of the epoch in progress
+        self.loss_sum = torch.zeros(self.K, device=dev)
+        self.wrong = torch.zeros(self.K, device=dev)
 
     @property
     def steps_per_epoch(self) -> int:
         # drop the last partial batch: every step has the same shape; the permutation changes each epoch
         return max(1, self.n_train // min(self.batch, self.n_train))
 
-    def train_epoch(self) -> dict[str, torch.Tensor]:
-        """One pass over each model's own permutation of its training set. Returns (K,) tensors."""
+    def begin_epoch(self) -> None:
+        perms = torch.stack([torch.randperm(self.n_train, generator=g) for g in self.order_gens])
+        self.order = torch.gather(self.train_idx, 1, perms.to(self.device))
+        self.s = 0
+        self.loss_sum.zero_()
+        self.wrong.zero_()
+
+    def train_step(self) -> None:
         self.model.train()
         B = min(self.batch, self.n_train)
-        S = self.steps_per_epoch
-        perms = torch.stack([torch.randperm(self.n_train, generator=g) for g in self.order_gens])
-        order = torch.gather(self.train_idx, 1, perms.to(self.device))  # (K, n_train) indices into the pool
-        loss_sum = torch.zeros(self.K, device=self.device)
-        wrong = torch.zeros(self.K, device=self.device)
         h = self.hyper
-        for s in range(S):
-            idx = order[:, s * B:(s + 1) * B]
-            x, y = self.x_pool[idx], self.y_pool[idx]  # (K, B, D), (K, B)
-            lr = learning_rate(h, self.epoch, self.step)
-            logits = self.model(x)
-            nll = -F.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, B)
-            # the sum over models keeps each model's gradient that of its own mean loss
-            nll.mean(dim=1).sum().backward()
-            grads = [p.grad for p in self.params]
-            if self.optimizer == "sgd":
-                m = momentum(h, self.step / S)
-                sgd_update_(self.params, self.state, grads, self.is_weight, lr, m, h, self.live)
-            else:
-                adam_update_(self.params, self.state, grads, self.is_weight, lr, self.step + 1, h, self.live)
-            self.step += 1
-            max_norm_(self.model.weights, h.max_norm)
-            for p in self.params:
-                p.grad = None
-            with torch.no_grad():
-                loss_sum += nll.sum(dim=1)
-                wrong += (logits.argmax(dim=-1) != y).sum(dim=1)
+        idx = self.order[:, self.s * B:(self.s + 1) * B]
+        x, y = self.x_pool[idx], self.y_pool[idx]  # (K, B, D), (K, B)
+        lr = learning_rate(h, self.epoch, self.step)
+        logits = self.model(x)
+        nll = -F.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, B)
+        # the sum over models keeps each model's gradient that of its own mean loss
+        nll.mean(dim=1).sum().backward()
+        grads = [p.grad for p in self.params]
+        if self.optimizer == "sgd":
+            m = momentum(h, self.step / self.steps_per_epoch)
+            sgd_update_(self.params, self.state, grads, self.is_weight, lr, m, h, self.live)
+        else:
+            adam_update_(self.params, self.state, grads, self.is_weight, lr, self.step + 1, h, self.live)
+        max_norm_(self.model.weights, h.max_norm)
+        for p in self.params:
+            p.grad = None
+        with torch.no_grad():
+            self.loss_sum += nll.sum(dim=1)
+            self.wrong += (logits.argmax(dim=-1) != y).sum(dim=1)
+        self.step += 1
+        self.s += 1
+
+    def end_epoch(self) -> dict[str, torch.Tensor]:
+        """Close the epoch: mean train loss and error of each model, as (K,) tensors."""
         self.epoch += 1
-        n = S * B
-        return {"train_loss": loss_sum / n, "train_error": wrong / n}
+        self.order = None
+        n = self.s * min(self.batch, self.n_train)
+        return {"train_loss": self.loss_sum / n, "train_error": self.wrong / n}
+
+    def train_epoch(self) -> dict[str, torch.Tensor]:
+        """One pass over each model's own permutation of its training set."""
+        self.begin_epoch()
+        while self.s < self.steps_per_epoch:
+            self.train_step()
+        return self.end_epoch()
+
+    # ----- checkpoints: one model's slice of everything that decides its future numbers -----
+    def _generators(self, k: int) -> list[torch.Generator]:
+        return [self.order_gens[k], *(d.generators[k] for d in [self.model.drop_in, *self.model.drops])]
+
+    def model_state(self, k: int) -> dict:
+        cpu = lambda t: t[k].detach().to("cpu", copy=True)  # noqa: E731
+        flat = [t for st in self.state for t in (st if isinstance(st, tuple) else (st,))]
+        return {"epoch": self.epoch, "step": self.step, "s": self.s,
+                "params": [cpu(p) for p in self.params], "optim": [cpu(t) for t in flat],
+                "rng": [g.get_state() for g in self._generators(k)],
+                "order": None if self.order is None else cpu(self.order),
+                "loss_sum": cpu(self.loss_sum), "wrong": cpu(self.wrong)}
+
+    @torch.no_grad()
+    def load_model_state(self, k: int, st: dict) -> None:
+        if (st["epoch"], st["step"], st["s"]) != (self.epoch, self.step, self.s) and k > 0:
+            raise ValueError("models of one stack must resume from the same step")
+        self.epoch, self.step, self.s = st["epoch"], st["step"], st["s"]
+        flat = [t for st_ in self.state for t in (st_ if isinstance(st_, tuple) else (st_,))]
+        for dst, src in zip([*self.params, *flat], [*st["params"], *st["optim"]]):
+            dst[k].copy_(src)
+        for g, state in zip(self._generators(k), st["rng"]):
+            g.set_state(state)
+        if st["order"] is not None:
+            if self.order is None:
+                self.order = torch.zeros(self.K, self.n_train, dtype=torch.long, device=self.device)
+            self.order[k] = st["order"]
+        self.loss_sum[k], self.wrong[k] = st["loss_sum"], st["wrong"]
 
     @torch.no_grad()
     def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -258,16 +303,30 @@ class StackTrainer:
         return out
 
 
-def train_stack(cfgs: Sequence[Config], data: Dataset, device="cpu") -> Iterator[list[dict | None]]:
+def train_stack(cfgs: Sequence[Config], data: Dataset, device="cpu", states: Sequence[dict | None] | None = None,
+                on_step: Callable[[StackTrainer], None] | None = None) -> Iterator[list[dict | None]]:
     """Train a stack, yielding after every epoch one metrics row per model (None once it has stopped).
 
-    A row whose `diverged` is True is that model's last: a NaN or inf loss froze it, the rest go on.
+    `states` resumes each model from its checkpoint (all from one step); `on_step(trainer)` runs after
+    every step, where the caller may checkpoint or stop. A row whose `diverged` is True is that
+    model's last: a NaN or inf loss froze it, the rest go on.
     """
     tr = StackTrainer(cfgs, data, device)
-    t0 = time.perf_counter()
+    seconds0 = 0.0
+    for k, st in enumerate(states or []):
+        if st is not None:
+            tr.load_model_state(k, st)
+            seconds0 = max(seconds0, st.get("seconds", 0.0))
+    t0 = time.perf_counter() - seconds0
     stopped = [False] * tr.K
-    for _ in range(tr.epochs):
-        metrics = tr.train_epoch()
+    while tr.epoch < tr.epochs:
+        if tr.order is None:
+            tr.begin_epoch()
+        while tr.s < tr.steps_per_epoch:
+            tr.train_step()
+            if on_step is not None:
+                on_step(tr)
+        metrics = tr.end_epoch()
         metrics.update(tr.epoch_metrics())
         lr = learning_rate(tr.hyper, tr.epoch - 1, tr.step - 1).flatten()
         m = momentum(tr.hyper, (tr.step - 1) / tr.steps_per_epoch).flatten()  # as used by the last step

@@ -1,0 +1,184 @@
+"""Sweeps: a config's `sweep:` section (grid, zip, seeds) expanded into run configs, and its records.
+
+Expansion is complete: every grid point of every zip position for every seed, never a sample.
+Each point is the base config with its values applied, validated by the same schema as a single
+run; `baseline: true` adds each point's no-dropout control, which many points share (a control
+drops dropout and max-norm, so a p sweep has one control per seed).
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel
+
+from .config import Config, ConfigError, SweepConfig, apply_override, parse_override, validate, yaml_load
+from .results import atomic_write
+
+# keys that say where or how, not what is trained: sweeping them would train one run many times
+UNSWEEPABLE = {"name", "device", "checkpoint_seconds", "sweep", "baseline"}
+
+
+@dataclass
+class Sweep:
+    base: Config  # the config as given, overrides applied, sweep section resolved
+    keys: list[str]  # swept keys in index order (grid, then zip), seed excluded
+    runs: list[Config]  # unique run configs, in expansion order
+    values: list[dict]  # per run: swept key -> its value in the run's resolved config, plus seed and dropout
+
+
+def check_key(key: str, where: str) -> None:
+    """A swept key must name one setting of the schema, e.g. model.dropout.p_hidden."""
+    model: type[BaseModel] = Config
+    parts = key.split(".")
+    if parts[0] in UNSWEEPABLE:
+        raise ConfigError(f"{where}: '{key}' cannot be swept (it does not change what is trained); "
+                          f"seeds go in sweep.seeds")
+    for i, part in enumerate(parts):
+        if part not in model.model_fields:
+            prefix = ".".join(parts[:i])
+            allowed = ", ".join(f for f in model.model_fields if f not in UNSWEEPABLE)
+            raise ConfigError(f"{where}: unknown key '{key}' (allowed{' in ' + prefix if prefix else ''}: {allowed})")
+        ann = model.model_fields[part].annotation
+        section = isinstance(ann, type) and issubclass(ann, BaseModel)
+        if i < len(parts) - 1:
+            if not section:
+                raise ConfigError(f"{where}: unknown key '{key}' ('{'.'.join(parts[:i + 1])}' is a value, "
+                                  "not a section)")
+            model = ann
+        elif section:
+            raise ConfigError(f"{where}: '{key}' is a section; sweep one of its keys: "
+                              f"{', '.join(ann.model_fields)}")
+
+
+def parse_grid_arg(text: str) -> tuple[str, list[Any]]:
+    """'--grid optim.lr=0.1,0.05' -> ('optim.lr', [0.1, 0.05]); values are YAML, so [800,800] is a list."""
+    key, sep, values = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not values.strip():
+        raise ConfigError(f"--grid '{text}': expected KEY=V1,V2,..., e.g. --grid model.dropout.p_hidden=0.3,0.5")
+    try:
+        parsed = yaml_load(f"[{values}]")
+    except yaml.YAMLError:
+        raise ConfigError(f"--grid {key}: values '{values}' are not a comma-separated YAML list") from None
+    return key, parsed
+
+
+def _axes(spec: SweepConfig) -> tuple[list[tuple[str, list]], list[list[tuple[str, list]]]]:
+    grid = list(spec.grid.items())
+    seen = {}
+    for k, vals in grid:
+        check_key(k, f"sweep.grid.{k}")
+        if not vals:
+            raise ConfigError(f"sweep.grid.{k} = []: an axis needs at least one value")
+        seen[k] = "grid"
+    zips = []
+    for z, group in enumerate(spec.zip):
+        where = f"sweep.zip[{z}]"
+        if not group:
+            raise ConfigError(f"{where} = {{}}: a zip entry needs at least one key")
+        lengths = {k: len(v) for k, v in group.items()}
+        for k, n in lengths.items():
+            check_key(k, f"{where}.{k}")
+            if n == 0:
+                raise ConfigError(f"{where}.{k} = []: an axis needs at least one value")
+            if k in seen:
+                raise ConfigError(f"{where}: '{k}' is already swept in {seen[k]}; sweep each key once")
+            seen[k] = where
+        if len(set(lengths.values())) > 1:
+            sizes = ", ".join(f"{k} has {n}" for k, n in lengths.items())
+            raise ConfigError(f"{where}: zipped lists must have equal lengths ({sizes})")
+        zips.append(list(group.items()))
+    return grid, zips
+
+
+def value_at(cfg: Config, key: str) -> Any:
+    node: Any = cfg
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def expand(raw: dict, grid_args: list[str] = ()) -> Sweep:
+    """raw: the config mapping with --set overrides applied. Returns every run of the sweep, validated."""
+    raw = copy.deepcopy(raw)
+    base = validate(raw)
+    spec = base.sweep or SweepConfig()
+    for text in grid_args:
+        key, vals = parse_grid_arg(text)
+        spec.grid[key] = vals
+    if spec.seeds is not None and not spec.seeds:
+        raise ConfigError("sweep.seeds = []: give at least one seed, or leave it out to use the config's seed")
+    if spec.seeds is not None and any(s < 0 for s in spec.seeds):
+        raise ConfigError(f"sweep.seeds = {spec.seeds}: seeds must be >= 0")
+    base = base.model_copy(update={"sweep": spec})
+    grid, zips = _axes(spec)
+    keys = [k for k, _ in grid] + [k for group in zips for k, _ in group]
+    seeds = spec.seeds if spec.seeds is not None else [base.seed]
+    raw.pop("sweep", None)
+
+    zip_points = [list(zip(*[[(k, v) for v in vals] for k, vals in group])) for group in zips]
+    grid_points = itertools.product(*[[(k, v) for v in vals] for k, vals in grid])
+    runs: dict[str, Config] = {}
+    for point in itertools.product(grid_points, *zip_points):
+        assignment = [kv for part in point for kv in part]
+        for seed in seeds:
+            r = copy.deepcopy(raw)
+            for k, v in assignment:
+                apply_override(r, k, copy.deepcopy(v))
+            r["seed"] = seed
+            try:
+                cfg = validate(r)
+            except ConfigError as e:
+                raise ConfigError(f"sweep point {', '.join(f'{k}={v}' for k, v in assignment)}: {e}") from None
+            members = [cfg.run_config()] + ([cfg.control()] if cfg.baseline and cfg.has_dropout else [])
+            for m in members:
+                runs.setdefault(m.run_id(), m)
+    configs = list(runs.values())
+    values = [{**{k: value_at(c, k) for k in keys}, "seed": c.seed, "dropout": c.has_dropout} for c in configs]
+    return Sweep(base, keys, configs, values)
+
+
+def load_sweep(path: str | Path, overrides: list[str] = (), grid_args: list[str] = ()) -> Sweep:
+    from .config import read_yaml
+
+    raw = read_yaml(path)
+    for text in overrides:
+        apply_override(raw, *parse_override(text))
+    return expand(raw, grid_args)
+
+
+def write_sweep_yaml(folder: Path, sweep: Sweep, config_path: str, command: str) -> None:
+    spec = sweep.base.sweep
+    record = {
+        "name": sweep.base.name,
+        "description": spec.description,
+        "config": config_path,
+        "command": command,
+        "keys": sweep.keys,
+        "grid": spec.grid,
+        "zip": spec.zip,
+        "seeds": spec.seeds if spec.seeds is not None else [sweep.base.seed],
+        "baseline": sweep.base.baseline,
+        "runs": len(sweep.runs),
+        "run_ids": [c.run_id() for c in sweep.runs],
+        "base": sweep.base.model_dump(mode="json", exclude={"sweep"}),
+    }
+    atomic_write(folder / "sweep.yaml", yaml.safe_dump(record, sort_keys=False))
+
+
+def shipped(folder: Path = Path("configs/sweeps")) -> list[tuple[Path, str, int | str]]:
+    """(path, description, run count) of each shipped sweep; a broken file reports its error as the count."""
+    out = []
+    for path in sorted(folder.glob("*.yaml")):
+        try:
+            s = load_sweep(path)
+            out.append((path, s.base.sweep.description, len(s.runs)))
+        except ConfigError as e:
+            out.append((path, "", f"error: {e}"))
+    return out
