@@ -8,7 +8,10 @@ STAMP  := $(VENV)/.installed
 # project's unpinned `torch` requirement is already met and pip never pulls the CUDA packages.
 TORCH_PIN ?= torch==2.13.0
 
-.PHONY: install data run test lint plot clean
+# the small default sweep of `make sweep` (any file of configs/sweeps/ works: make sweep SWEEP=...)
+SWEEP  ?= configs/sweeps/p_fixed_n.yaml
+
+.PHONY: install data run sweep test lint plot clean
 
 install: $(STAMP)
 
@@ -20,6 +23,8 @@ $(STAMP): pyproject.toml
 		$(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --disable-pip-version-check $(TORCH_PIN); \
 	fi
 	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev]'
+	@# Ray is optional (--backend ray and its test); a platform without a Ray wheel still gets the rest
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[ray]' || echo "Ray is not installable here: --backend ray and its test are skipped"
 	@touch $@
 
 data: install
@@ -29,12 +34,17 @@ run: install data
 	$(BIN)/dropout-lab run configs/mnist.yaml
 	$(BIN)/dropout-lab plot results/mnist
 
+sweep: install data
+	$(BIN)/dropout-lab sweep $(SWEEP)
+	$(BIN)/dropout-lab plot results/$(basename $(notdir $(SWEEP)))
+
 test: install
 	$(BIN)/pytest
 
 lint: install
 	$(BIN)/ruff check dropout_lab tests
 
+# every results folder that changed since it was last plotted
 plot: install
 	$(BIN)/dropout-lab plot
 

@@ -131,6 +131,14 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _n(count: int, word: str) -> str:
+    return f"{count} {word}" + ("" if count == 1 else "s")
+
+
+def _head(key: str) -> str:
+    return key.rsplit(".", 1)[-1]  # model.dropout.p_hidden -> p_hidden: narrow tables stay legible
+
+
 def _status(r) -> str:
     if r.status == "partial":
         return f"partial (epoch {r.progress[0]}/{r.cfg.optim.epochs})" if r.progress != (0, 0) else "partial (restarts)"
@@ -138,14 +146,16 @@ def _status(r) -> str:
 
 
 def _plan_tables(sw, runs, stacks) -> None:
-    t = Table(title=f"{sw.base.name}: {len(runs)} runs", title_justify="left")
-    for col in ("#", "run id", *sw.keys, "seed", "dropout", "status"):
-        t.add_column(col, justify="right" if col == "#" else "left", overflow="fold")
+    t = Table(title=f"{sw.base.name}: {_n(len(runs), 'run')}", title_justify="left")
+    t.add_column("#", justify="right")
+    t.add_column("run id", no_wrap=True)
+    for col in (*map(_head, sw.keys), "seed", "dropout", "status"):
+        t.add_column(col)
     for i, r in enumerate(runs, 1):
         t.add_row(str(i), r.id, *(_fmt(r.values[k]) for k in sw.keys), str(r.cfg.seed),
                   "yes" if r.cfg.has_dropout else "no", _status(r))
     out_console.print(t)
-    t = Table(title=f"{len(stacks)} stacks (runs of one structure train together, as one set of batched ops)",
+    t = Table(title=f"{_n(len(stacks), 'stack')} (runs of one structure train together, as one set of batched ops)",
               title_justify="left")
     for col in ("stack", "K", "layers", "activation", "dropout", "train size", "batch", "epochs", "from"):
         t.add_column(col)
@@ -163,11 +173,12 @@ def _results_table(sw, runs) -> None:
     import statistics
 
     groups: dict[tuple, list] = {}
-    for r in runs:
+    for r in sorted(runs, key=lambda r: not r.cfg.has_dropout):  # controls last
         groups.setdefault((*(_fmt(r.values[k]) for k in sw.keys), r.cfg.has_dropout), []).append(r)
     t = Table(title=f"{sw.base.name}: final error, mean ± std over seeds", title_justify="left")
-    for col in (*sw.keys, "dropout", "seeds", "test error", "train error", "status"):
-        t.add_column(col, justify="left" if col in (*sw.keys, "dropout", "status") else "right")
+    heads = [*map(_head, sw.keys), "dropout"]
+    for col in (*heads, "seeds", "test error", "train error", "status"):
+        t.add_column(col, justify="left" if col in (*heads, "status") else "right")
 
     def ms(xs):
         xs = [100 * x for x in xs if x is not None]
@@ -237,7 +248,7 @@ def sweep(
         seconds = estimate_seconds(stacks, datasets, dev) if stacks else 0.0
         out_console.print(
             f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; "
-            f"{model_steps(stacks, datasets):,} model-steps left in {len(stacks)} stacks; "
+            f"{model_steps(stacks, datasets):,} model-steps left in {_n(len(stacks), 'stack')}; "
             f"about {seconds / 60:.1f} min on {dev} (timed from a few steps of each structure; "
             f"{'Ray runs stacks in parallel' if backend == 'ray' else 'one stack after another'})", highlight=False)
         return
@@ -247,9 +258,10 @@ def sweep(
         with folder_lock(root):
             runs = survey(sw.runs, root, sw.values, force)
             stacks = plan(runs, dev, max_stack)
-            err_console.print(f"[bold]{sw.base.name}[/bold]: {len(runs)} runs, "
+            err_console.print(f"[bold]{sw.base.name}[/bold]: {_n(len(runs), 'run')}, "
                               f"{sum(r.status == 'completed' for r in runs)} already done; "
-                              f"{len(stacks)} stacks on {dev if backend == 'local' else 'Ray'}; results in {root}/")
+                              f"{_n(len(stacks), 'stack')} on {dev if backend == 'local' else 'Ray'}; "
+                              f"results in {root}/")
 
             def index():
                 write_index(root, [{"run_id": r.id, "status": r.status, **r.values, **(r.summary or {})}

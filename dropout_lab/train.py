@@ -75,6 +75,9 @@ class Hyper:
     beta1: torch.Tensor
     beta2: torch.Tensor
     eps: torch.Tensor
+    # host-side facts, so that work nobody asked for is skipped without reading the device
+    any_weight_decay: bool = True
+    any_max_norm: bool = True
 
     @classmethod
     def from_configs(cls, cfgs: Sequence[Config], device) -> Hyper:
@@ -99,6 +102,8 @@ class Hyper:
             beta1=col([x.adam_beta1 for x in o]),
             beta2=col([x.adam_beta2 for x in o]),
             eps=col([x.adam_eps for x in o]),
+            any_weight_decay=any(x.weight_decay > 0 for x in o),
+            any_max_norm=any(x.max_norm is not None for x in o),
         )
 
 
@@ -130,26 +135,30 @@ def max_norm_(weights: Sequence[torch.Tensor], c: torch.Tensor) -> None:
 
 @torch.no_grad()
 def sgd_update_(params, velocities, grads, is_weight, lr, m, h: Hyper, live) -> None:
-    """dw <- m*dw - (1-m)*lr*g (hinton) or m*dw - lr*g (classical); L2 on weights, not biases."""
+    """dw <- m*dw - (1-m)*lr*g (hinton) or m*dw - lr*g (classical); L2 on weights, not biases.
+
+    live: (K, 1, 1) bool, or None when every model is live (the common case, one pass cheaper).
+    """
     scale = lr * (1.0 - m * h.hinton)
     for p, v, g, decays in zip(params, velocities, grads, is_weight):
-        if decays:
+        if decays and h.any_weight_decay:
             g = g + h.weight_decay * p
-        v.mul_(m).sub_(scale * g)
-        p.add_(torch.where(live, v, 0.0))  # a diverged model is frozen, whatever its grads hold
+        v.mul_(m).addcmul_(scale, g, value=-1.0)  # fused: no (K, n_in, n_out) temporary
+        p.add_(v if live is None else torch.where(live, v, 0.0))  # a diverged model is frozen
 
 
 @torch.no_grad()
 def adam_update_(params, moments, grads, is_weight, lr, t: int, h: Hyper, live) -> None:
     """Adam (Kingma & Ba) with per-model lr; L2 added to the gradient, as torch.optim.Adam does."""
     for p, (m1, m2), g, decays in zip(params, moments, grads, is_weight):
-        if decays:
+        if decays and h.any_weight_decay:
             g = g + h.weight_decay * p
         m1.mul_(h.beta1).add_((1 - h.beta1) * g)
         m2.mul_(h.beta2).add_((1 - h.beta2) * g * g)
         m1_hat = m1 / (1 - h.beta1 ** t)
         m2_hat = m2 / (1 - h.beta2 ** t)
-        p.sub_(torch.where(live, lr * m1_hat / (m2_hat.sqrt() + h.eps), 0.0))
+        step = lr * m1_hat / (m2_hat.sqrt() + h.eps)
+        p.sub_(step if live is None else torch.where(live, step, 0.0))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -189,6 +198,7 @@ class StackTrainer:
         else:
             self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
         self.live = torch.ones(self.K, 1, 1, dtype=torch.bool, device=dev)
+        self.all_live = True  # host copy of live.all(): set False by train_stack when a model diverges
         self.epoch, self.step = 0, 0  # epochs and steps completed
         self.s = 0  # steps done in the current epoch
         self.order: torch.Tensor | None = None  # (K, n_train) pool indices of the epoch in progress
@@ -219,12 +229,14 @@ class StackTrainer:
         # the sum over models keeps each model's gradient that of its own mean loss
         nll.mean(dim=1).sum().backward()
         grads = [p.grad for p in self.params]
+        live = None if self.all_live else self.live
         if self.optimizer == "sgd":
             m = momentum(h, self.step / self.steps_per_epoch)
-            sgd_update_(self.params, self.state, grads, self.is_weight, lr, m, h, self.live)
+            sgd_update_(self.params, self.state, grads, self.is_weight, lr, m, h, live)
         else:
-            adam_update_(self.params, self.state, grads, self.is_weight, lr, self.step + 1, h, self.live)
-        max_norm_(self.model.weights, h.max_norm)
+            adam_update_(self.params, self.state, grads, self.is_weight, lr, self.step + 1, h, live)
+        if h.any_max_norm:
+            max_norm_(self.model.weights, h.max_norm)
         for p in self.params:
             p.grad = None
         with torch.no_grad():
@@ -345,6 +357,7 @@ def train_stack(cfgs: Sequence[Config], data: Dataset, device="cpu", states: Seq
             if diverged:
                 stopped[k] = True
                 tr.live[k] = False
+                tr.all_live = False
             rows.append(row)
         yield rows
         if all(stopped):

@@ -1,0 +1,326 @@
+"""Sweeps: expansion and its errors, packing, skip and resume, interruption, failures, the lock, the index."""
+
+import csv
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from dropout_lab import runner
+from dropout_lab.config import ConfigError
+from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock, read_metrics, read_summary
+from dropout_lab.runner import plan, survey
+from dropout_lab.sweep import expand, load_sweep, shipped
+
+from conftest import ROOT, cli
+
+BASE = {
+    "name": "tiny", "device": "cpu", "checkpoint_seconds": 0,
+    "data": {"dataset": "spiral"},
+    "model": {"hidden": [32, 32], "init_std": None},
+    "optim": {"epochs": 6, "lr": 0.1, "lr_decay": 0.95, "momentum_ramp_epochs": 3, "max_norm": 2.0},
+}
+
+
+def write_config(tmp_path, sweep=None, name="tiny", **top):
+    raw = {**BASE, "name": name, **top}
+    if sweep is not None:
+        raw["sweep"] = sweep
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def index(folder):
+    with open(folder / "index.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def curves(run_dir):
+    """metrics.csv without the wall-clock column: what must match exactly across interruptions."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir, raw=True)]
+
+
+# ----------------------------------------------------------------------------------------------
+# expansion
+
+
+def test_grid_zip_seeds_expand_to_the_full_product():
+    raw = {**BASE, "baseline": False, "sweep": {
+        "grid": {"model.dropout.p_hidden": [0.2, 0.5], "model.width_rule": ["fixed", "scaled"]},
+        "zip": [{"optim.lr": [0.1, 0.05, 0.02], "optim.momentum_end": [0.9, 0.95, 0.99]}],
+        "seeds": [0, 1]}}
+    sw = expand(raw)
+    assert len(sw.runs) == 2 * 2 * 3 * 2
+    assert sw.keys == ["model.dropout.p_hidden", "model.width_rule", "optim.lr", "optim.momentum_end"]
+    pairs = {(v["optim.lr"], v["optim.momentum_end"]) for v in sw.values}
+    assert pairs == {(0.1, 0.9), (0.05, 0.95), (0.02, 0.99)}  # zipped, not crossed
+    widths = {(v["model.dropout.p_hidden"], v["model.width_rule"]): tuple(c.widths())
+              for c, v in zip(sw.runs, sw.values)}
+    assert widths[(0.5, "scaled")] == (64, 64) and widths[(0.2, "scaled")] == (40, 40)
+    assert widths[(0.5, "fixed")] == (32, 32)
+
+
+def test_a_p_sweep_shares_one_control_per_seed():
+    raw = {**BASE, "baseline": True,
+           "sweep": {"grid": {"model.dropout.p_hidden": [0.1, 0.3, 0.5], "optim.max_norm": [2.0, 3.0]},
+                     "seeds": [0, 1, 2]}}
+    sw = expand(raw)
+    controls = [c for c in sw.runs if not c.has_dropout]
+    assert len(controls) == 3  # not 3 x 3 x 2
+    assert len(sw.runs) == 3 * 2 * 3 + 3
+    assert {c.seed for c in controls} == {0, 1, 2}
+    assert all(c.optim.max_norm is None and c.model.dropout.p_hidden == 0 for c in controls)
+
+
+def test_overrides_apply_before_expansion_and_grid_adds_an_axis(tmp_path):
+    path = write_config(tmp_path, {"grid": {"model.dropout.p_hidden": [0.2, 0.5]}})
+    sw = load_sweep(path, ["optim.epochs=2"], ["optim.lr=0.1,0.02", "model.hidden=[16],[8,8]"])
+    assert len(sw.runs) == 2 * 2 * 2 + 2 * 2  # controls: one per (lr, hidden)
+    assert {c.optim.epochs for c in sw.runs} == {2}
+    assert {tuple(c.model.hidden) for c in sw.runs} == {(16,), (8, 8)}
+
+
+@pytest.mark.parametrize("sweep, message", [
+    ({"grid": {"model.dropout.p_hiden": [0.1]}}, "sweep.grid.model.dropout.p_hiden: unknown key"),
+    ({"grid": {"optim.lr": []}}, "sweep.grid.optim.lr = []: an axis needs at least one value"),
+    ({"zip": [{"optim.lr": [0.1, 0.2], "optim.lr_decay": [0.9]}]}, "zipped lists must have equal lengths"),
+    ({"grid": {"optim.lr": [0.1]}, "zip": [{"optim.lr": [0.2]}]}, "'optim.lr' is already swept in grid"),
+    ({"grid": {"model.dropout": [0.1]}}, "'model.dropout' is a section"),
+    ({"grid": {"name": ["a", "b"]}}, "cannot be swept"),
+    ({"grid": {"model.dropout.p_hidden": [0.5, 1.0]}}, "model.dropout.p_hidden = 1.0: must be in [0, 1)"),
+    ({"seeds": []}, "sweep.seeds = []"),
+    ({"grid": {"optim.lr": 0.1}}, "sweep.grid.optim.lr"),
+])
+def test_bad_sweeps_are_one_line_errors(sweep, message):
+    with pytest.raises(ConfigError) as e:
+        expand({**BASE, "sweep": sweep})
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_bad_sweep_on_the_command_line_exits_2_with_one_line(tmp_path):
+    path = write_config(tmp_path, {"grid": {"model.dropout.p_hidden": [0.2, 0.5]}})
+    r = cli("sweep", path, "--grid", "optim.bogus=1,2", "--out", tmp_path / "res")
+    assert r.returncode == 2
+    assert r.stderr.strip().count("\n") == 0 and "unknown key 'optim.bogus'" in r.stderr
+    assert "Traceback" not in r.stderr and not (tmp_path / "res").exists()
+    r = cli("sweep", path, "--backend", "slurm", "--out", tmp_path / "res")
+    assert r.returncode == 2 and "--backend = 'slurm': allowed: local, ray" in r.stderr
+
+
+def test_shipped_sweeps_expand_and_are_listed():
+    found = {p.name: (d, n) for p, d, n in shipped(ROOT / "configs" / "sweeps")}
+    assert set(found) >= {"p_fixed_n.yaml", "p_fixed_pn.yaml", "momentum_lr_decay.yaml", "max_norm.yaml",
+                          "data_size.yaml"}
+    for name, (description, count) in found.items():
+        assert isinstance(count, int) and count > 1, (name, count)
+        assert description, name
+    r = cli("sweep")
+    assert r.returncode == 0 and "p_fixed_n.yaml" in r.stdout and "Fig. 9a" in r.stdout
+
+
+# ----------------------------------------------------------------------------------------------
+# packing
+
+
+def test_packing_keeps_one_structure_per_stack_and_respects_the_cap(tmp_path):
+    raw = {**BASE, "baseline": True, "model": {**BASE["model"], "width_rule": "scaled"},
+           "sweep": {"grid": {"model.dropout.p_hidden": [0.5, 0.75], "optim.lr": [0.1, 0.05]}, "seeds": [0, 1]}}
+    sw = expand(raw)
+    runs = survey(sw.runs, tmp_path, sw.values)
+    stacks = plan(runs, runner.torch.device("cpu"))
+    shapes = [{tuple(r.cfg.widths()) for r in s} for s in stacks]
+    assert all(len(s) == 1 for s in shapes)  # one shape per stack
+    assert sorted(next(iter(s)) for s in shapes) == [(32, 32), (64, 64), (128, 128)]
+    assert sorted(len(s) for s in stacks) == [4, 4, 4]  # the controls (32x32, lr x seed) form their own
+    capped = plan(runs, runner.torch.device("cpu"), max_stack=3)
+    assert sorted(len(s) for s in capped) == [1, 1, 1, 3, 3, 3]
+    assert sorted(r.id for s in capped for r in s) == sorted(r.id for r in runs)
+
+
+def test_memory_cap_shrinks_with_model_size():
+    small = expand({**BASE}).runs[0]
+    big = expand({**BASE, "model": {"hidden": [4096, 4096, 4096]}}).runs[0]
+    assert runner.model_bytes(big) > 100 * runner.model_bytes(small)
+    cpu = runner.torch.device("cpu")
+    assert runner.stack_cap(big, cpu) < runner.stack_cap(small, cpu)
+    assert runner.stack_cap(big, cpu, max_stack=2) == 2
+
+
+# ----------------------------------------------------------------------------------------------
+# running: skip, resume, interrupt, failures, lock, index
+
+SWEEP = {"grid": {"model.dropout.p_hidden": [0.2, 0.5]}, "seeds": [0, 1]}
+
+
+def test_sweep_writes_index_and_a_rerun_skips_everything(tmp_path):
+    path = write_config(tmp_path, SWEEP)
+    r = cli("sweep", path, "--out", tmp_path / "res")
+    assert r.returncode == 0, r.stderr
+    folder = tmp_path / "res" / "tiny"
+    rows = index(folder)
+    assert list(rows[0]) == ["run_id", "status", "model.dropout.p_hidden", "seed", "dropout", *INDEX_METRICS]
+    assert len(rows) == 6 and {x["status"] for x in rows} == {"completed"}
+    assert sorted((x["model.dropout.p_hidden"], x["dropout"]) for x in rows) == \
+        [("0.0", "False")] * 2 + [("0.2", "True")] * 2 + [("0.5", "True")] * 2
+    for x in rows:
+        s = read_summary(folder / x["run_id"])
+        assert float(x["final_test_error"]) == s["final_test_error"] and int(x["epochs_completed"]) == 6
+        assert not (folder / x["run_id"] / "checkpoint.pt").exists()  # removed once complete
+    recorded = yaml.safe_load((folder / "sweep.yaml").read_text())
+    assert recorded["keys"] == ["model.dropout.p_hidden"] and recorded["runs"] == 6 and recorded["seeds"] == [0, 1]
+
+    stamps = {x["run_id"]: (folder / x["run_id"] / "summary.json").stat().st_mtime_ns for x in rows}
+    r = cli("sweep", path, "--out", tmp_path / "res", "--dry-run")
+    assert r.returncode == 0 and r.stdout.count("done") >= 6 and "0 model-steps" in r.stdout
+    r = cli("sweep", path, "--out", tmp_path / "res")
+    assert r.returncode == 0 and "6 already done; 0 stacks" in " ".join(r.stderr.split())
+    assert stamps == {x["run_id"]: (folder / x["run_id"] / "summary.json").stat().st_mtime_ns for x in rows}
+
+
+def test_dry_run_trains_nothing(tmp_path):
+    path = write_config(tmp_path, SWEEP)
+    r = cli("sweep", path, "--out", tmp_path / "res", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "6 new" in r.stdout and "in 1 stack;" in " ".join(r.stdout.split()) and "model-steps" in r.stdout
+    assert not list((tmp_path / "res").glob("tiny/*/metrics.csv"))
+
+
+class StopAfter(runner.Stop):
+    """A Ctrl-C that arrives after `steps` training steps, without a signal."""
+
+    def __init__(self, steps):
+        super().__init__()
+        self.left = steps
+
+    @property
+    def requested(self):
+        self.left -= 1
+        return self.left < 0
+
+    @requested.setter
+    def requested(self, value):
+        pass
+
+
+def test_interrupted_runs_resume_to_the_uninterrupted_numbers(tmp_path, monkeypatch):
+    sw = expand({**BASE, "sweep": SWEEP})
+    data = {"spiral": runner.data_mod.load("spiral")}
+    cpu = runner.torch.device("cpu")
+    env = {"started": "-", "command": "-", "git_commit": "-", "device": "cpu", "device_name": "cpu"}
+
+    def go(root, stop=None):
+        runs = survey(sw.runs, root, sw.values)
+        for s in plan(runs, cpu):
+            runner.record(s, runner.run_stack(s, data["spiral"], cpu, env, stop))
+        return runs
+
+    whole = go(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        go(tmp_path / "cut", StopAfter(100))  # mid-epoch: 30 steps an epoch
+    runs = survey(sw.runs, tmp_path / "cut", sw.values)
+    assert {r.status for r in runs} == {"partial"} and {r.progress for r in runs} == {(3, 101)}
+    assert all(read_summary(r.dir) is None for r in runs)
+    resumed = go(tmp_path / "cut")
+    assert [r.status for r in resumed] == ["completed"] * 6
+    for a, b in zip(whole, resumed):
+        assert curves(a.dir) == curves(b.dir) and len(curves(b.dir)) == 6
+
+
+def test_ctrl_c_then_kill_then_rerun_loses_nothing(tmp_path):
+    """A real SIGINT, then a SIGKILL mid-run, then a rerun: the numbers of one uninterrupted sweep."""
+    path = write_config(tmp_path, SWEEP, optim={**BASE["optim"], "epochs": 30})
+    assert cli("sweep", path, "--out", tmp_path / "whole").returncode == 0
+    cmd = [sys.executable, "-m", "dropout_lab", "sweep", str(path), "--out", str(tmp_path / "cut")]
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGKILL, -9)):
+        p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        deadline = time.time() + 120
+        target = 5 if sig == signal.SIGINT else 12
+        while time.time() < deadline:
+            rows = [len(read_metrics(d)) for d in (tmp_path / "cut" / "tiny").glob("*/")
+                    if (d / "metrics.csv").exists()]
+            if len(rows) == 6 and min(rows) >= target:
+                break
+            time.sleep(0.02)
+        p.send_signal(sig)
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == code, err
+        if sig == signal.SIGINT:
+            assert "interrupted" in err and "Traceback" not in err
+            assert len(list((tmp_path / "cut" / "tiny").glob("*/checkpoint.pt"))) == 6
+    r = cli("sweep", path, "--out", tmp_path / "cut")
+    assert r.returncode == 0, r.stderr
+    for d in (tmp_path / "whole" / "tiny").glob("*/"):
+        if (d / "metrics.csv").exists():
+            assert curves(d) == curves(tmp_path / "cut" / "tiny" / d.name)
+    assert [x["status"] for x in index(tmp_path / "cut" / "tiny")] == ["completed"] * 6
+
+
+def test_a_diverging_run_is_isolated_and_listed(tmp_path):
+    path = write_config(tmp_path, {"grid": {"optim.lr": [0.1, 1e6]}}, baseline=False,
+                        optim={**BASE["optim"], "max_norm": None, "lr_decay": 1.0})
+    r = cli("sweep", path, "--out", tmp_path / "res")
+    assert r.returncode == 1
+    rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
+    assert rows["0.1"]["status"] == "completed" and rows["0.1"]["epochs_completed"] == "6"
+    assert rows["1000000.0"]["status"] == "diverged"
+    assert "did not complete" in r.stderr and rows["1000000.0"]["run_id"] in r.stderr
+
+
+def test_a_failing_stack_does_not_stop_the_sweep_and_fail_fast_does(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from dropout_lab.cli import app
+
+    real = runner.train_stack
+
+    def broken(cfgs, *a, **k):
+        if cfgs[0].widths() == [16]:
+            raise RuntimeError("injected failure")
+        return real(cfgs, *a, **k)
+
+    monkeypatch.setattr(runner, "train_stack", broken)
+    path = write_config(tmp_path, {"grid": {"model.hidden": [[16], [8]]}}, baseline=False)
+    res = CliRunner().invoke(app, ["sweep", str(path), "--out", str(tmp_path / "res")])
+    assert res.exit_code == 1
+    rows = {x["model.hidden"]: x for x in index(tmp_path / "res" / "tiny")}
+    assert rows["[16]"]["status"] == "failed" and rows["[8]"]["status"] == "completed"
+    assert "injected failure" in read_summary(tmp_path / "res" / "tiny" / rows["[16]"]["run_id"])["error"]
+
+    res = CliRunner().invoke(app, ["sweep", str(path), "--out", str(tmp_path / "ff"), "--fail-fast"])
+    assert res.exit_code == 1
+    statuses = sorted(x["status"] for x in index(tmp_path / "ff" / "tiny"))
+    assert statuses == ["failed", "new"]  # the second stack never started
+
+
+def test_a_second_writer_is_refused_clearly(tmp_path):
+    path = write_config(tmp_path, SWEEP)
+    folder = tmp_path / "res" / "tiny"
+    with folder_lock(folder):
+        with pytest.raises(FolderBusy):
+            with folder_lock(folder):
+                pass
+        r = cli("sweep", path, "--out", tmp_path / "res")
+        assert r.returncode == 1 and "is in use by dropout-lab pid" in r.stderr
+        assert r.stderr.strip().count("\n") == 0
+        assert not list(folder.glob("*/metrics.csv"))
+    assert cli("sweep", path, "--out", tmp_path / "res").returncode == 0  # released with its holder
+
+
+def test_ray_backend_gives_the_local_index(tmp_path):
+    pytest.importorskip("ray")
+    path = write_config(tmp_path, SWEEP)
+    assert cli("sweep", path, "--out", tmp_path / "local").returncode == 0
+    r = cli("sweep", path, "--out", tmp_path / "ray", "--backend", "ray", "--max-stack", "3")
+    assert r.returncode == 0, r.stderr
+    keep = ["run_id", "status", "model.dropout.p_hidden", "seed", "dropout", "final_test_error",
+            "best_test_error", "final_train_error", "epochs_completed"]
+    local, ray = ([{k: x[k] for k in keep} for x in index(tmp_path / d / "tiny")] for d in ("local", "ray"))
+    assert local == ray
+    env = (tmp_path / "ray" / "tiny" / local[0]["run_id"] / "env.json").read_text()
+    assert '"backend": "ray"' in env
