@@ -294,20 +294,41 @@ def sweep(
 
 @app.command()
 def plot(
-    results: list[Path] = typer.Argument(None, help="results folders (default: every folder under results/)"),
+    results: list[Path] = typer.Argument(None, help="results folders (default: every folder under results/ "
+                                                    "whose plots are older than its runs)"),
+    x: str | None = typer.Option(None, "--x", help="swept key on the x-axis of a sweep plot, e.g. optim.max_norm"),
+    y: str | None = typer.Option(None, "--y", help="test_error | train_error | best_test_error (default: both "
+                                                  "final errors)"),
 ) -> None:
-    """Plot learning curves of every run in each results folder to <folder>/plots/*.png and .svg."""
-    from .plot import plot_folder
-    from .results import run_dirs
+    """Plot learning curves, and for a sweep its final errors against a swept key and heatmaps.
 
-    folders = results or sorted(p for p in Path("results").glob("*") if p.is_dir() and run_dirs(p))
-    if not folders:
-        fail("no results folders to plot (run `dropout-lab run CONFIG` first)", 2)
+    Files go to <folder>/plots/*.png and .svg.
+    """
+    from .plot import plot_folder, stale
+    from .results import run_dirs
+    from .sweep_plot import is_sweep
+
+    if results:
+        folders = list(results)
+        for folder in folders:
+            if not folder.is_dir() or not run_dirs(folder):
+                fail(f"results folder '{folder}' has no runs", 2)
+    else:
+        found = sorted(p for p in Path("results").glob("*") if p.is_dir() and run_dirs(p))
+        if not found:
+            fail("no results folders to plot (run `dropout-lab run CONFIG` or `dropout-lab sweep CONFIG` first)", 2)
+        if x is not None:
+            found = [f for f in found if is_sweep(f)]
+        folders = found if (x or y) else [f for f in found if stale(f)]
+        for f in sorted(set(found) - set(folders)):
+            out_console.print(f"{f}: plots up to date", highlight=False)
     for folder in folders:
-        if not folder.is_dir() or not run_dirs(folder):
-            fail(f"results folder '{folder}' has no runs", 2)
-        for path in plot_folder(folder):
-            out_console.print(f"wrote {path}")
+        try:
+            paths = plot_folder(folder, x, y)
+        except ValueError as e:
+            fail(str(e), 2)
+        for path in paths:
+            out_console.print(f"wrote {path}", highlight=False)
 
 
 @data_app.command("fetch")

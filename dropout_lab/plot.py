@@ -1,8 +1,12 @@
-"""Plots of results folders: learning curves, dropout against its control, seeds as mean and band."""
+"""Plots of results folders: learning curves, dropout against its control, seeds as mean and band.
+
+A sweep folder (with index.csv and sweep.yaml) also gets the plots of sweep_plot.py: final errors against a
+swept key and, where two numeric keys span a grid, heatmaps.
+"""
 
 from __future__ import annotations
 
-import json
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -12,12 +16,31 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import yaml  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from .results import read_metrics, read_summary, run_dirs  # noqa: E402
+from .config import yaml_load  # noqa: E402
+from .results import read_metrics, run_dirs  # noqa: E402
+from .sweep_plot import (  # noqa: E402
+    CONTROL_COLOR,
+    DROPOUT_COLORS,
+    METRICS,
+    _categories,
+    _get,
+    _h,
+    _resolve,
+    _save,
+    _scale_note,
+    _swept_keys,
+    _value_label,
+    is_sweep,
+    plot_heatmap,
+    plot_sweep,
+    read_index,
+)
 
-DROPOUT_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"]
-CONTROL_COLOR = "#555555"
+MANY_LINES = 8  # above this many curves a legend entry per curve stops being readable
+__all__ = ["METRICS", "plot_curves", "plot_folder", "plot_heatmap", "plot_sweep", "stale"]
 
 
 def _label(cfg: dict) -> str:
@@ -29,6 +52,9 @@ def _label(cfg: dict) -> str:
         head = f"{d['kind']} dropout, retain {1 - d['p_input']:g} in / {1 - d['p_hidden']:g} hidden"
     c = cfg["optim"]["max_norm"]
     return f"{head}, {m['activation']} {width}" + (f", max-norm {c:g}" if c else "")
+
+
+# ----- learning curves
 
 
 def _groups(folder: Path) -> dict[str, list[tuple[dict, list[dict]]]]:
@@ -51,46 +77,66 @@ def _mean_band(runs: list[list[dict]], key: str):
     return x, ys.mean(0), ys.std(0)
 
 
-def _scale_note(folder: Path) -> str:
-    """What a reader must know to weigh the curves: data size, length, device, unfinished runs."""
-    dirs = run_dirs(folder)
-    cfg = yaml.safe_load((dirs[0] / "config.yaml").read_text())
-    n = cfg["data"]["train_size"]
-    parts = [f"{cfg['data']['dataset']} {'all' if n is None else f'{n:,}'} training examples",
-             f"{cfg['optim']['epochs']} epochs"]
+def _keys_of(folder: Path) -> list[str]:
     try:
-        parts.append(json.loads((dirs[0] / "env.json").read_text())["device"].split(":")[0] + " run")
-    except (OSError, KeyError, ValueError):
-        pass
-    if not all((s := read_summary(d)) and s.get("status") == "completed" for d in dirs):
-        parts.append("some runs unfinished")
-    return ", ".join(parts)
+        return list((yaml_load((folder / "sweep.yaml").read_text()) or {}).get("keys") or [])
+    except (OSError, yaml.YAMLError):
+        return []
+
+
+def _family(folder: Path, cfgs: list[dict]) -> tuple[list[tuple], list[Line2D]]:
+    """Styles for many curves: colour on a sequential map over the first swept key, line style over the other
+    varied keys, controls dashed; the legend names the colours and styles, not every curve."""
+    keys = _keys_of(folder)
+    drop = [c["model"]["dropout"]["kind"] != "none" for c in cfgs]
+    if not keys:  # nothing to order by: a colour per curve, each named in full
+        styles = [(c if d else CONTROL_COLOR, "-" if d else "--")
+                  for c, d in zip(plt.cm.viridis(np.linspace(0, 0.9, len(cfgs))), drop)]
+        return styles, [Line2D([], [], color=c, ls=ls, label=_label(cfg)) for (c, ls), cfg in zip(styles, cfgs)]
+    dcfgs = [c for c, d in zip(cfgs, drop) if d]
+    first, rest = keys[0], [k for k in keys[1:] if len({_h(_get(c, k)) for c in dcfgs}) > 1]
+    order, _ = _categories(first, list(dict.fromkeys(_h(_get(c, first)) for c in dcfgs)))
+    colors = dict(zip(order, plt.cm.viridis(np.linspace(0, 0.9, len(order)))))
+    kinds = list(dict.fromkeys(tuple(_h(_get(c, k)) for k in rest) for c in dcfgs))
+    lines = ["-", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
+    styles = [(colors[_h(_get(c, first))], lines[kinds.index(tuple(_h(_get(c, k)) for k in rest)) % 4]) if d
+              else (colors.get(_h(_get(c, first)), CONTROL_COLOR), "--") for c, d in zip(cfgs, drop)]
+    handles = [Line2D([], [], color=colors[v], lw=2, label=_value_label(first, v)) for v in order]
+    if len(kinds) > 1:
+        handles += [Line2D([], [], color="k", ls=lines[i % 4], label=", ".join(map(_value_label, rest, kind)))
+                    for i, kind in enumerate(kinds)]
+    if not all(drop):
+        handles.append(Line2D([], [], color=CONTROL_COLOR, ls="--", label="no dropout (control)"))
+    return styles, handles
 
 
 def plot_curves(folder: Path, out_dir: Path) -> list[Path]:
     groups = _groups(folder)
     if not groups:
         return []
+    ordered = sorted(groups.values(), key=lambda members: members[0][0]["model"]["dropout"]["kind"] == "none")
+    many = len(ordered) > MANY_LINES
+    styles, handles = _family(folder, [m[0][0] for m in ordered]) if many else (None, None)
     fig, axes = plt.subplots(1, 2, figsize=(12, 5.4), sharex=True)
     colors = iter(DROPOUT_COLORS * 10)
     lows, finals = [], []
-    for _key, members in sorted(groups.items(), key=lambda kv: kv[1][0][0]["model"]["dropout"]["kind"] == "none"):
+    for i, members in enumerate(ordered):
         cfg = members[0][0]
         dropout = cfg["model"]["dropout"]["kind"] != "none"
-        color = next(colors) if dropout else CONTROL_COLOR
-        style = "-" if dropout else "--"
+        color, style = styles[i] if many else (next(colors), "-") if dropout else (CONTROL_COLOR, "--")
         seeds = len(members)
         label = _label(cfg) + (f" (mean ± std, {seeds} seeds)" if seeds > 1 else f" (seed {cfg['seed']})")
         for ax, metric in zip(axes, ("test_error", "train_error")):
             x, mean, std = _mean_band([rows for _, rows in members], metric)
-            ax.plot(x, mean, style, color=color, lw=1.8, label=label)
+            ax.plot(x, mean, ls=style, color=color, lw=1.2 if many else 1.8, label=label)
             if seeds > 1:
-                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.2, lw=0)
+                ax.fill_between(x, mean - std, mean + std, color=color, alpha=0.08 if many else 0.2, lw=0)
             if metric == "test_error":
                 lows.append(float(mean.min()))
                 finals.append(float(mean[-1]))
-                ax.annotate(f"{mean[-1]:.2f}%", (x[-1], mean[-1]), textcoords="offset points", xytext=(4, 0),
-                            color=color, fontsize=9, va="center")
+                if not many:  # one number per curve stays readable only for a few curves
+                    ax.annotate(f"{mean[-1]:.2f}%", (x[-1], mean[-1]), textcoords="offset points", xytext=(4, 0),
+                                color=color, fontsize=9, va="center")
     name = folder.name
     # test error: log scale, framed on where the runs end up rather than on the first epoch
     axes[0].set_yscale("log")
@@ -109,17 +155,49 @@ def plot_curves(folder: Path, out_dir: Path) -> list[Path]:
         ax.set_xlabel("epoch")
         ax.set_title(title, fontsize=11)
         ax.grid(True, alpha=0.3)
-    handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=1, fontsize=9, frameon=False)
-    fig.suptitle(f"{name}: learning curves, {_scale_note(folder)}", fontsize=12)
-    fig.tight_layout(rect=(0, 0.03 + 0.035 * len(handles), 1, 1))
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = [out_dir / "curves.png", out_dir / "curves.svg"]
-    for p in paths:
-        fig.savefig(p, dpi=120)
-    plt.close(fig)
+    if handles is None:
+        handles = axes[0].get_legend_handles_labels()[0]
+    ncol = 1 if not many else 2 if max(len(h.get_label()) for h in handles) > 45 else 3
+    rows = math.ceil(len(handles) / ncol)
+    fig.set_figheight(4.9 + 0.2 * rows)
+    fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8 if many else 9, frameon=False)
+    fig.suptitle(f"{name}: learning curves, {_scale_note(folder, _keys_of(folder))}", fontsize=12)
+    fig.tight_layout(rect=(0, (0.15 + 0.2 * rows) / fig.get_figheight(), 1, 1))
+    return _save(fig, out_dir, "curves")
+
+
+def stale(folder: Path) -> bool:
+    """True when plots are missing or older than what they show, so a plain `plot` redoes only changed folders."""
+    folder = Path(folder)
+    plots = folder / "plots"
+    inputs = [folder / "index.csv", folder / "sweep.yaml", *folder.glob("*/summary.json"),
+              *folder.glob("*/metrics.csv")]
+    newest = max((p.stat().st_mtime_ns for p in inputs if p.is_file()), default=0)
+    outputs = [plots / "curves.png"]
+    if is_sweep(folder):  # the newest: an earlier --x may have left others
+        outputs.append(max(plots.glob("sweep_*.png"), key=lambda p: p.stat().st_mtime_ns, default=None))
+    if any(p is None or not p.is_file() for p in outputs):
+        return True
+    return min(p.stat().st_mtime_ns for p in outputs) < newest
+
+
+def plot_folder(folder: Path, x: str | None = None, y: str | None = None) -> list[Path]:
+    """Learning curves; for a sweep folder also final error against x and heatmaps (of y, default test error).
+
+    x and y are checked before anything is drawn: a bad one is a one-line ValueError, also x for a folder
+    that is not a sweep (see is_sweep).
+    """
+    folder = Path(folder)
+    out = folder / "plots"
+    sweep = is_sweep(folder)
+    if sweep:
+        meta, rows = read_index(folder)
+        _resolve(_swept_keys(meta, rows), rows, x, y)
+    elif y is not None:
+        _resolve([], [], None, y)
+    if x is not None and not sweep:
+        raise ValueError(f"x='{x}': '{folder}' is not a sweep folder (it has no index.csv and sweep.yaml)")
+    paths = plot_curves(folder, out)
+    if sweep:
+        paths += plot_sweep(folder, out, x, y) + plot_heatmap(folder, out, y=y or "test_error")
     return paths
-
-
-def plot_folder(folder: Path) -> list[Path]:
-    return plot_curves(Path(folder), Path(folder) / "plots")

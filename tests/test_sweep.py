@@ -324,3 +324,23 @@ def test_ray_backend_gives_the_local_index(tmp_path):
     assert local == ray
     env = (tmp_path / "ray" / "tiny" / local[0]["run_id"] / "env.json").read_text()
     assert '"backend": "ray"' in env
+
+
+def test_plot_draws_curves_and_the_sweep_and_replots_only_what_changed(tmp_path):
+    path = write_config(tmp_path, SWEEP)
+    assert cli("sweep", path, "--out", tmp_path / "results").returncode == 0
+    folder = tmp_path / "results" / "tiny"
+    r = cli("plot", folder)
+    assert r.returncode == 0, r.stderr
+    for name in ("curves.png", "curves.svg", "sweep_p_hidden.png", "sweep_p_hidden.svg"):
+        assert (folder / "plots" / name).stat().st_size > 5_000, name
+    r = cli("plot", folder, "--x", "optim.lr")
+    assert r.returncode == 2 and "optim.lr" in r.stderr and r.stderr.strip().count("\n") == 0
+    r = cli("plot", folder, "--y", "val_error")
+    assert r.returncode == 2 and "val_error" in r.stderr
+    # no argument: every folder under ./results whose plots are older than its runs
+    r = cli("plot", cwd=tmp_path)
+    assert r.returncode == 0 and "plots up to date" in r.stdout and "wrote" not in r.stdout
+    (folder / "index.csv").touch()
+    r = cli("plot", cwd=tmp_path)
+    assert r.returncode == 0 and "sweep_p_hidden.png" in r.stdout
