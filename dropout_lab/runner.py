@@ -99,6 +99,12 @@ def model_bytes(cfg: Config, n_in: int = 784, n_out: int = 10) -> int:
 def free_bytes(device: torch.device) -> int:
     if device.type == "cuda":
         return torch.cuda.mem_get_info(device)[0]
+    try:  # MemAvailable counts the page cache the kernel would give back; "free" memory does not
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     except (ValueError, OSError, AttributeError):
@@ -108,8 +114,9 @@ def free_bytes(device: torch.device) -> int:
 def stack_cap(cfg: Config, device: torch.device, max_stack: int | None = None) -> int:
     if max_stack:
         return max_stack
-    reserve = 1 << 30  # the data pool, evaluation chunks, the allocator's slack
-    return max(1, int(0.6 * (free_bytes(device) - reserve) // model_bytes(cfg)))
+    free = free_bytes(device)
+    usable = max(free - (1 << 30), free // 2)  # keep room for the data pool, evaluation, allocator slack
+    return max(1, int(0.6 * usable // model_bytes(cfg)))
 
 
 def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None) -> list[list[Run]]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import textwrap
 from collections import Counter, defaultdict
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,13 +220,20 @@ def _group(rows: list[dict], keys: list[str]) -> list[tuple[tuple, list[dict]]]:
     return sorted(groups.items(), key=lambda kv: [_rank(v) for v in kv[0]])
 
 
-def _series(rows: list[dict], keys: list[str], x: str, column: str) -> tuple[list[Series], XAxis | None]:
+def _zipped_with(sweep: dict, x: str) -> set[str]:
+    """Keys of x's zip entry: they advance with x (epochs with train size, say), so they split no line."""
+    return {k for z in sweep.get("zip") or [] if isinstance(z, dict) and x in z for k in z} - {x}
+
+
+def _series(rows: list[dict], keys: list[str], x: str, column: str, linked: set[str] = frozenset(),
+            baseline: bool = True) -> tuple[list[Series], XAxis | None]:
     drop, ctrl = _usable(rows, column)
     if not drop:
         return [], None
-    set_by_control = x.startswith(CONTROL_SET)
+    # baseline controls get these keys from Config.control(); no-dropout grid points keep the swept value
+    set_by_control = baseline and x.startswith(CONTROL_SET)
     axis, pos = _x_axis(x, _distinct(drop + ([] if set_by_control else ctrl), x))
-    others = [k for k in keys if k != x and len(_distinct(drop, k)) > 1]
+    others = [k for k in keys if k != x and k not in linked and len(_distinct(drop, k)) > 1]
     out = []
     for values, members in _group(drop, others):
         xs, mean, std, n = _points(members, x, column, pos)
@@ -246,7 +254,7 @@ def sweep_series(folder: Path, x: str | None = None, y: str = "test_error") -> t
     sweep, rows = read_index(folder)
     keys = _swept_keys(sweep, rows)
     x = _resolve(keys, rows, x, y)
-    return _series(rows, keys, x, METRICS[y]) if x else ([], None)
+    return _series(rows, keys, x, METRICS[y], _zipped_with(sweep, x), sweep.get("baseline", True)) if x else ([], None)
 
 
 def _draw_series(ax, series: list[Series]) -> list:
@@ -296,9 +304,11 @@ def _style_x(ax, axis: XAxis) -> None:
 def _titles(fig, title: str, sub: list[str]) -> None:
     """The title and smaller lines under it, in a band kept free of the (constrained) layout."""
     h = fig.get_figheight()
-    fig.get_layout_engine().set(rect=(0, 0, 1, 1 - (0.5 + 0.19 * len(sub)) / h))
+    width = int(12 * fig.get_figwidth())  # characters of 9-point text that fit across the figure
+    lines = [w for line in sub for w in textwrap.wrap(line, width) or [""]]
+    fig.get_layout_engine().set(rect=(0, 0, 1, 1 - (0.5 + 0.19 * len(lines)) / h))
     fig.text(0.5, 1 - 0.12 / h, title, ha="center", va="top", fontsize=12)
-    fig.text(0.5, 1 - 0.42 / h, "\n".join(sub), ha="center", va="top", fontsize=9, color="#444444")
+    fig.text(0.5, 1 - 0.42 / h, "\n".join(lines), ha="center", va="top", fontsize=9, color="#444444")
 
 
 def _subtitle(folder: Path, sweep: dict, rows: list[dict], keys: list[str], extra: str = "") -> list[str]:
@@ -330,7 +340,8 @@ def plot_sweep(folder: Path, out_dir: Path, x: str | None = None, y: str | None 
     keys = _swept_keys(sweep, rows)
     x = _resolve(keys, rows, x, y)
     metrics = [y] if y else ["test_error", "train_error"]
-    panels = [(m, *_series(rows, keys, x, METRICS[m])) for m in metrics] if x else []
+    linked, baseline = _zipped_with(sweep, x), sweep.get("baseline", True)
+    panels = [(m, *_series(rows, keys, x, METRICS[m], linked, baseline)) for m in metrics] if x else []
     panels = [p for p in panels if p[1]]
     if not panels:
         return []
@@ -373,9 +384,12 @@ def heatmap_data(folder: Path, keys: list[str] | None = None, y: str = "test_err
         raise ValueError(f"heatmap keys: give two swept keys, got {len(keys)} ({', '.join(keys)})")
     use, _ = _usable(rows, METRICS[y])
     grid = [k for k in swept if len(_distinct(use, k)) > 1 and all(_num(v) or v is None for v in _distinct(use, k))]
-    if keys is None and len(grid) < 2:
+    # two keys of one zip entry advance together: they fill a diagonal, not a grid
+    linked = [set(z) for z in sweep.get("zip") or [] if isinstance(z, dict)]
+    pairs = [(a, b) for i, a in enumerate(grid) for b in grid[i + 1:] if not any({a, b} <= z for z in linked)]
+    if keys is None and not pairs:
         return None
-    k1, k2 = keys or grid[:2]
+    k1, k2 = keys or pairs[0]
     rest = [k for k in swept if k not in (k1, k2) and len(_distinct(use, k)) > 1]
     (v1, l1), (v2, l2) = _categories(k1, _distinct(use, k1)), _categories(k2, _distinct(use, k2))
     panels = []
