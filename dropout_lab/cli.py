@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import sys
 from pathlib import Path
 
@@ -147,18 +148,21 @@ def _status(r) -> str:
 
 def _plan_tables(sw, runs, stacks) -> None:
     t = Table(title=f"{sw.base.name}: {_n(len(runs), 'run')}", title_justify="left")
-    t.add_column("#", justify="right")
-    t.add_column("run id", no_wrap=True)
+    t.add_column("#", justify="right", no_wrap=True)
+    t.add_column("run id", overflow="fold")  # the one column that wraps on a narrow terminal
     for col in (*map(_head, sw.keys), "seed", "dropout", "status"):
-        t.add_column(col)
+        t.add_column(col, no_wrap=True)
     for i, r in enumerate(runs, 1):
         t.add_row(str(i), r.id, *(_fmt(r.values[k]) for k in sw.keys), str(r.cfg.seed),
                   "yes" if r.cfg.has_dropout else "no", _status(r))
     out_console.print(t)
+    if not stacks:
+        out_console.print("nothing left to train: every run is done")
+        return
     t = Table(title=f"{_n(len(stacks), 'stack')} (runs of one structure train together, as one set of batched ops)",
               title_justify="left")
-    for col in ("stack", "K", "layers", "activation", "dropout", "train size", "batch", "epochs", "from"):
-        t.add_column(col)
+    for col in ("stack", "K", "layers", "act.", "dropout", "train n", "batch", "epochs", "from"):
+        t.add_column(col, no_wrap=True)
     for n, s in enumerate(stacks, 1):
         c = s[0].cfg
         kinds = {r.cfg.model.dropout.kind for r in s if r.cfg.has_dropout} or {"none"}
@@ -231,6 +235,8 @@ def sweep(
             raise ConfigError(f"--max-stack = {max_stack}: must be >= 1")
         if gpus_per_stack < 0:
             raise ConfigError(f"--gpus-per-stack = {gpus_per_stack:g}: must be >= 0")
+        if backend == "ray" and importlib.util.find_spec("ray") is None:
+            raise ConfigError("--backend ray needs Ray: pip install 'dropout-lab[ray]' (or '.[ray]' in a checkout)")
         sw = load_sweep(config, set_, grid)
         dev = _resolve(sw.base.device, device)
         datasets = load_datasets(sw.runs, log=_log)

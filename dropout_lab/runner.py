@@ -313,35 +313,39 @@ def model_steps(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Da
                          - s[0].progress[1]) for s in stacks)
 
 
-def _seconds_per_model_step(cfg: Config, data: data_mod.Dataset, device: torch.device, k: int, steps: int) -> float:
+def _probe(cfg: Config, data: data_mod.Dataset, device: torch.device, k: int, steps: int) -> tuple[float, float]:
+    """(seconds per model-step, seconds per model-evaluation) of a small stack of this structure."""
     tr = StackTrainer([cfg.model_copy(update={"seed": s}) for s in range(k)], data, device)
     tr.begin_epoch()
     n = max(1, min(steps, tr.steps_per_epoch - 1))
     tr.train_step()  # warm-up: allocation, kernel choice
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
     t = time.perf_counter()
     for _ in range(n):
         if tr.s == tr.steps_per_epoch:
             tr.begin_epoch()
         tr.train_step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - t) / n / k
+    sync()
+    t_step = (time.perf_counter() - t) / n / k
+    t = time.perf_counter()
+    tr.epoch_metrics()  # the test (and validation) pass that ends every epoch
+    sync()
+    return t_step, (time.perf_counter() - t) / k
 
 
 def estimate_seconds(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset],
                      device: torch.device, steps: int = 4) -> float:
     """Wall seconds for the plan, from a few timed steps of a small stack of each structure: a rough guide."""
-    per_model_step: dict[tuple, float] = {}
+    probes: dict[tuple, tuple[float, float]] = {}
     total = 0.0
     for stack in stacks:
         c = stack[0].cfg
         data = datasets[c.data.dataset]
         key = structure_key(c)
-        if key not in per_model_step:
-            per_model_step[key] = _seconds_per_model_step(c, data, device, min(4, len(stack)), steps)
-        evals = (len(data.y_test) + c.data.validation_size) / c.optim.batch_size / 3  # forward only
+        if key not in probes:
+            probes[key] = _probe(c, data, device, min(4, len(stack)), steps)
+        step, evaluation = probes[key]
         epochs = c.optim.epochs - stack[0].progress[0]
-        total += per_model_step[key] * len(stack) * epochs * (_steps_per_epoch(c, data) + evals)
+        total += len(stack) * epochs * (_steps_per_epoch(c, data) * step + evaluation)
     return total
