@@ -10,6 +10,8 @@ TORCH_PIN ?= torch==2.13.0
 
 # the small default sweep of `make sweep` (any file of configs/sweeps/ works: make sweep SWEEP=...)
 SWEEP  ?= configs/sweeps/p_fixed_n.yaml
+# extra flags for `make run` and `make sweep`, e.g. FLAGS=--force to retrain runs already in results/
+FLAGS  ?=
 
 .PHONY: install data run sweep test lint plot clean
 
@@ -31,11 +33,11 @@ data: install
 	$(BIN)/dropout-lab data fetch
 
 run: install data
-	$(BIN)/dropout-lab run configs/mnist.yaml
+	$(BIN)/dropout-lab run configs/mnist.yaml $(FLAGS)
 	$(BIN)/dropout-lab plot results/mnist
 
 sweep: install data
-	$(BIN)/dropout-lab sweep $(SWEEP)
+	$(BIN)/dropout-lab sweep $(SWEEP) $(FLAGS)
 	$(BIN)/dropout-lab plot results/$(basename $(notdir $(SWEEP)))
 
 test: install
