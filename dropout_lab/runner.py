@@ -283,9 +283,9 @@ def execute(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], datasets: dict
                 summaries = run_stack(stack, datasets[stack[0].cfg.data.dataset], device, env, stop, on_epoch,
                                       keep_checkpoints, fail_fast)
             except (KeyboardInterrupt, FailFast):
-                for r in stack:
-                    if r.summary is None or r.summary.get("status") != "diverged":
-                        r.status = "partial"
+                for r in stack:  # a member that diverged before the stop has its summary; the rest are partial
+                    r.summary = read_summary(r.dir)
+                    r.status = r.summary["status"] if r.summary else "partial"
                 after_stack()
                 raise
             record(stack, summaries)

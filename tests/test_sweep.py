@@ -272,6 +272,19 @@ def test_a_diverging_run_is_isolated_and_listed(tmp_path):
     assert "did not complete" in r.stderr and rows["1000000.0"]["run_id"] in r.stderr
 
 
+def test_fail_fast_stops_at_a_divergence_and_checkpoints_the_rest(tmp_path):
+    path = write_config(tmp_path, {"grid": {"optim.lr": [0.1, 1e6]}}, baseline=False,
+                        optim={**BASE["optim"], "max_norm": None, "lr_decay": 1.0})
+    r = cli("sweep", path, "--out", tmp_path / "res", "--fail-fast")
+    assert r.returncode == 1 and "--fail-fast" in r.stderr
+    rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
+    assert rows["1000000.0"]["status"] == "diverged" and rows["0.1"]["status"] == "partial"
+    assert (tmp_path / "res" / "tiny" / rows["0.1"]["run_id"] / "checkpoint.pt").exists()
+    r = cli("sweep", path, "--out", tmp_path / "res")  # without --fail-fast the sweep goes on from there
+    rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
+    assert r.returncode == 1 and rows["0.1"]["status"] == "completed" and rows["0.1"]["epochs_completed"] == "6"
+
+
 def test_a_failing_stack_does_not_stop_the_sweep_and_fail_fast_does(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
