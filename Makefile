@@ -10,10 +10,13 @@ TORCH_PIN ?= torch==2.13.0
 
 # the small default sweep of `make sweep` (any file of configs/sweeps/ works: make sweep SWEEP=...)
 SWEEP  ?= configs/sweeps/p_fixed_n.yaml
+# `make bench`: a CPU-sized benchmark by default; on a GPU: make bench BENCH="--device cuda" BENCH_OUT=cuda
+BENCH     ?= --device cpu --arch 784-256-256-10 --stack 1,4,8 --steps 300
+BENCH_OUT ?= cpu
 # extra flags for `make run` and `make sweep`, e.g. FLAGS=--force to retrain runs already in results/
 FLAGS  ?=
 
-.PHONY: install data run sweep test lint plot clean
+.PHONY: install data run sweep test lint plot bench clean
 
 install: $(STAMP)
 
@@ -45,6 +48,9 @@ test: install
 
 lint: install
 	$(BIN)/ruff check dropout_lab tests
+
+bench: install
+	$(BIN)/dropout-lab bench $(BENCH) --json results/bench/$(BENCH_OUT).json
 
 # every results folder that changed since it was last plotted
 plot: install

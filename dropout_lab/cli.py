@@ -337,6 +337,48 @@ def plot(
             out_console.print(f"wrote {path}", highlight=False)
 
 
+@app.command()
+def bench(
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    arch: str = typer.Option("784-1024-1024-2048-10", "--arch", help="layer widths, input to output"),
+    stack: str = typer.Option("1,8,32", "--stack", help="stack sizes K to time, comma-separated"),
+    steps: int = typer.Option(200, "--steps", help="timed steps per measurement (after 20 warm-up steps)"),
+    json_path: Path | None = typer.Option(None, "--json", help="also write the result as JSON to this file"),
+) -> None:
+    """Time the stacked trainer against a plain PyTorch loop (baseline) on one device."""
+    from .bench import benchmark, write_json
+
+    try:
+        dev = _resolve(device, None)
+        ks = [int(k) for k in stack.split(",")]
+        if any(k < 1 for k in ks) or steps < 1:
+            raise ValueError
+    except ConfigError as e:
+        fail(str(e), 2)
+    except ValueError:
+        fail(f"--stack = {stack!r}, --steps = {steps}: stack sizes are positive integers (e.g. 1,8,32), "
+             "steps >= 1", 2)
+    err_console.print(f"[dim]timing {arch} on {dev}: baseline, then stacks of {stack}, {steps} steps each[/dim]")
+    try:
+        result = benchmark(arch, ks, dev, steps)
+    except ValueError as e:
+        fail(str(e), 2)
+    table = Table(title=f"{arch}, batch 100, dropout 0.2/0.5, max-norm: {result['device']}, torch "
+                        f"{result['torch']}, {result['date']}", title_justify="left")
+    for col in ("trainer", "K", "model-steps/s", "vs baseline", "TFLOP/s", "of peak", "peak MiB", "warm-up s",
+                "1M steps/model"):
+        table.add_column(col, justify="left" if col == "trainer" else "right")
+    for t in result["timings"]:
+        table.add_row(t["name"], str(t["K"]), f"{t['steps_per_s_per_model']:,.1f}", f"{t['ratio_vs_baseline']:.2f}x",
+                      f"{t['tflops']:.3f}", "-" if t["peak_fraction"] is None else f"{100 * t['peak_fraction']:.0f}%",
+                      "-" if t["peak_memory_mb"] is None else f"{t['peak_memory_mb']:,.0f}",
+                      f"{t['warmup_seconds']:.1f}", f"{1e6 / t['steps_per_s_per_model'] / 60:,.1f} min")
+    out_console.print(table)
+    if json_path is not None:
+        write_json(result, json_path)
+        out_console.print(f"wrote {json_path}", highlight=False)
+
+
 @data_app.command("fetch")
 def data_fetch(
     from_dir: Path | None = typer.Option(None, "--from", help="a folder of MNIST IDX files (or torchvision's root)"),
