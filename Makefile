@@ -16,7 +16,7 @@ BENCH_OUT ?= cpu
 # extra flags for `make run` and `make sweep`, e.g. FLAGS=--force to retrain runs already in results/
 FLAGS  ?=
 
-.PHONY: install data run sweep test lint plot bench clean
+.PHONY: install data run sweep test gpu-check lint plot bench clean
 
 install: $(STAMP)
 
@@ -45,6 +45,10 @@ sweep: install data
 
 test: install
 	$(BIN)/pytest
+
+# the stack-equivalence and reproducibility tests on a CUDA device (CI has none)
+gpu-check: install
+	$(BIN)/pytest -m gpu -rs
 
 lint: install
 	$(BIN)/ruff check dropout_lab tests

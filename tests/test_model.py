@@ -11,6 +11,10 @@ from dropout_lab.train import StackTrainer, max_norm_, pack, train_stack
 
 from conftest import tiny_config
 
+# the GPU variants run where CUDA is (`make gpu-check`); CI has only the CPU
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device")])]
+
 
 def test_dropped_unit_gets_no_outgoing_gradient_but_next_bias_does():
     torch.manual_seed(0)
@@ -56,7 +60,8 @@ def test_init_is_normal_with_init_std():
     assert torch.all(m.biases[0] == 0)
 
 
-def test_a_model_alone_equals_the_same_model_in_a_stack():
+@pytest.mark.parametrize("device", DEVICES)
+def test_a_model_alone_equals_the_same_model_in_a_stack(device):
     data = spiral()
     target = tiny_config("seed=3", "model.dropout.p_input=0.1", "optim.epochs=10")  # 300 steps
     others = [
@@ -65,8 +70,8 @@ def test_a_model_alone_equals_the_same_model_in_a_stack():
         tiny_config("seed=9", "optim.momentum_rule=classical", "optim.lr=0.01", "optim.max_norm=null"),
     ]
     others = [c.model_copy(update={"optim": c.optim.model_copy(update={"epochs": 10})}) for c in others]
-    alone = StackTrainer([target], data)
-    stack = StackTrainer([others[0], target, *others[1:]], data)
+    alone = StackTrainer([target], data, device)
+    stack = StackTrainer([others[0], target, *others[1:]], data, device)
     for _ in range(10):
         m_alone = alone.train_epoch()
         m_stack = stack.train_epoch()
@@ -119,12 +124,13 @@ def test_stack_rejects_mixed_structure():
         StackTrainer([tiny_config(), tiny_config("model.hidden=[8]")], spiral())
 
 
-def test_same_config_and_seed_give_the_same_numbers():
+@pytest.mark.parametrize("device", DEVICES)
+def test_same_config_and_seed_give_the_same_numbers(device):
     data = spiral()
     cfg = tiny_config("model.dropout.p_input=0.1")
-    a = [rows[0] for rows in train_stack([cfg], data)]
-    b = [rows[0] for rows in train_stack([cfg], data)]
+    a = [rows[0] for rows in train_stack([cfg], data, device)]
+    b = [rows[0] for rows in train_stack([cfg], data, device)]
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b]
-    other = [rows[0] for rows in train_stack([tiny_config("model.dropout.p_input=0.1", "seed=1")], data)]
+    other = [rows[0] for rows in train_stack([tiny_config("model.dropout.p_input=0.1", "seed=1")], data, device)]
     assert other[-1]["train_loss"] != a[-1]["train_loss"]
