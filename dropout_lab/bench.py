@@ -67,6 +67,18 @@ def _peak_mb(device: torch.device) -> float | None:
     return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
+def _timed(run, device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
+    """(seconds for `steps` steps, seconds for the `warmup` steps before them); the device is synced."""
+    t = time.perf_counter()
+    run(warmup)
+    _sync(device)
+    warm = time.perf_counter() - t
+    t = time.perf_counter()
+    run(steps)
+    _sync(device)
+    return time.perf_counter() - t, warm
+
+
 def baseline(sizes: Sequence[int], data: Dataset, device: torch.device, steps: int, warmup: int,
              lr: float = 0.1, momentum: float = 0.9, c: float = 3.5, batch: int = 100) -> Timing:
     """The plain loop, as a PyTorch user writes it."""
@@ -99,15 +111,9 @@ def baseline(sizes: Sequence[int], data: Dataset, device: torch.device, steps: i
 
     model.train()
     _reset_memory(device)
-    t = time.perf_counter()
-    run(warmup)
-    _sync(device)
-    warm = time.perf_counter() - t
-    t = time.perf_counter()
-    run(steps)
-    _sync(device)
-    return Timing("baseline: nn.Sequential + DataLoader + optim.SGD + renorm", 1, steps,
-                  time.perf_counter() - t, warm, _peak_mb(device))
+    seconds, warm = _timed(run, device, steps, warmup)
+    return Timing("baseline: nn.Sequential + DataLoader + optim.SGD + renorm", 1, steps, seconds, warm,
+                  _peak_mb(device))
 
 
 def stacked(sizes: Sequence[int], K: int, data: Dataset, device: torch.device, steps: int, warmup: int) -> Timing:
@@ -126,14 +132,8 @@ def stacked(sizes: Sequence[int], K: int, data: Dataset, device: torch.device, s
                 tr.begin_epoch()
             tr.train_step()
 
-    t = time.perf_counter()
-    run(warmup)
-    _sync(device)
-    warm = time.perf_counter() - t
-    t = time.perf_counter()
-    run(steps)
-    _sync(device)
-    return Timing(f"dropout-lab stack, K={K}", K, steps, time.perf_counter() - t, warm, _peak_mb(device))
+    seconds, warm = _timed(run, device, steps, warmup)
+    return Timing(f"dropout-lab stack, K={K}", K, steps, seconds, warm, _peak_mb(device))
 
 
 def flops_per_model_step(sizes: Sequence[int], batch: int = 100) -> float:
