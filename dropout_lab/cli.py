@@ -57,17 +57,12 @@ def run(
 
     A config's sweep: section is ignored here; `dropout-lab sweep CONFIG` runs it.
     """
-    from .config import apply_override, parse_override, read_yaml
     from .results import FolderBusy, env_info, folder_lock
     from .runner import execute, load_datasets, plan, survey
-    from .sweep import expand
+    from .sweep import load_sweep
 
     try:
-        raw = read_yaml(config)
-        for text in set_:
-            apply_override(raw, *parse_override(text))
-        raw.pop("sweep", None)
-        sw = expand(raw)
+        sw = load_sweep(config, set_, use_sweep=False)
         cfg = sw.base
         dev = _resolve(cfg.device, device)
         datasets = load_datasets(sw.runs, log=_log)

@@ -46,8 +46,6 @@ def execute_ray(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], env: dict,
     except ImportError:
         raise ConfigError("--backend ray needs Ray: pip install 'dropout-lab[ray]' (or '.[ray]' in a checkout)") \
             from None
-    if gpus_per_stack < 0:
-        raise ConfigError(f"--gpus-per-stack = {gpus_per_stack}: must be >= 0 (fractions share a GPU)")
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
     task = ray.remote(_stack_task).options(num_cpus=1, num_gpus=gpus_per_stack, max_retries=0)

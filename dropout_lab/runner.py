@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import data as data_mod
 from .config import Config, ConfigError
 from .results import RunWriter, load_checkpoint, read_summary, remove_checkpoint, save_checkpoint
-from .train import StackTrainer, pack, structure_key, train_stack
+from .train import StackTrainer, pack, steps_per_epoch, structure_key, train_stack
 
 
 @dataclass
@@ -65,9 +65,10 @@ def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = N
     for i, c in enumerate(cfgs):
         run = Run(c, root / c.run_id(), dict(values[i]) if values else {})
         summary = read_summary(run.dir)
-        if force:
-            pass  # everything restarts: run_stack removes old checkpoints as it opens each run afresh
-        elif summary and summary.get("status") == "completed":
+        if force:  # everything restarts; run_stack removes old checkpoints as it opens each run afresh
+            runs.append(run)
+            continue
+        if summary and summary.get("status") == "completed":
             run.status, run.summary, run.skipped = "completed", summary, True
         else:
             ckpt = load_checkpoint(run.dir, run.id, mmap=True)
@@ -303,8 +304,7 @@ def execute(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], datasets: dict
 
 
 def _steps_per_epoch(c: Config, data: data_mod.Dataset) -> int:
-    n = c.data.train_size or (len(data.y_train) - c.data.validation_size)
-    return max(1, n // min(c.optim.batch_size, n))
+    return steps_per_epoch(c.data.train_size or (len(data.y_train) - c.data.validation_size), c.optim.batch_size)
 
 
 def model_steps(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset]) -> int:

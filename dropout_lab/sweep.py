@@ -144,12 +144,16 @@ def expand(raw: dict, grid_args: list[str] = ()) -> Sweep:
     return Sweep(base, keys, configs, values)
 
 
-def load_sweep(path: str | Path, overrides: list[str] = (), grid_args: list[str] = ()) -> Sweep:
+def load_sweep(path: str | Path, overrides: list[str] = (), grid_args: list[str] = (),
+               use_sweep: bool = True) -> Sweep:
+    """use_sweep=False: the config alone (and its control), as `dropout-lab run` trains it."""
     from .config import read_yaml
 
     raw = read_yaml(path)
     for text in overrides:
         apply_override(raw, *parse_override(text))
+    if not use_sweep:
+        raw.pop("sweep", None)
     return expand(raw, grid_args)
 
 

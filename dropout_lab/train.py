@@ -54,6 +54,11 @@ def pack(cfgs: Sequence[Config]) -> list[list[int]]:
     return [g[2] for g in groups]
 
 
+def steps_per_epoch(n_train: int, batch: int) -> int:
+    # drop the last partial batch: every step has the same shape; the permutation changes each epoch
+    return max(1, n_train // min(batch, n_train))
+
+
 # ----------------------------------------------------------------------------------------------
 # schedules and constraints
 
@@ -207,8 +212,7 @@ class StackTrainer:
 
     @property
     def steps_per_epoch(self) -> int:
-        # drop the last partial batch: every step has the same shape; the permutation changes each epoch
-        return max(1, self.n_train // min(self.batch, self.n_train))
+        return steps_per_epoch(self.n_train, self.batch)
 
     def begin_epoch(self) -> None:
         perms = torch.stack([torch.randperm(self.n_train, generator=g) for g in self.order_gens])
@@ -263,9 +267,12 @@ class StackTrainer:
     def _generators(self, k: int) -> list[torch.Generator]:
         return [self.order_gens[k], *(d.generators[k] for d in [self.model.drop_in, *self.model.drops])]
 
+    def _optim_tensors(self) -> list[torch.Tensor]:
+        return [t for st in self.state for t in (st if isinstance(st, tuple) else (st,))]
+
     def model_state(self, k: int) -> dict:
         cpu = lambda t: t[k].detach().to("cpu", copy=True)  # noqa: E731
-        flat = [t for st in self.state for t in (st if isinstance(st, tuple) else (st,))]
+        flat = self._optim_tensors()
         return {"epoch": self.epoch, "step": self.step, "s": self.s,
                 "params": [cpu(p) for p in self.params], "optim": [cpu(t) for t in flat],
                 "rng": [g.get_state() for g in self._generators(k)],
@@ -277,7 +284,7 @@ class StackTrainer:
         if (st["epoch"], st["step"], st["s"]) != (self.epoch, self.step, self.s) and k > 0:
             raise ValueError("models of one stack must resume from the same step")
         self.epoch, self.step, self.s = st["epoch"], st["step"], st["s"]
-        flat = [t for st_ in self.state for t in (st_ if isinstance(st_, tuple) else (st_,))]
+        flat = self._optim_tensors()
         for dst, src in zip([*self.params, *flat], [*st["params"], *st["optim"]]):
             dst[k].copy_(src)
         for g, state in zip(self._generators(k), st["rng"]):
