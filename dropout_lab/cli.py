@@ -52,6 +52,8 @@ def run(
     out: Path = typer.Option(Path("results"), "--out", help="results root; runs go to OUT/<name>/<run_id>/"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed"),
+    scale: str = typer.Option("full", "--scale", help="full (as written) | quick (every run shrunk and labelled: "
+                                                   "widths /8, updates /500, 10k images; see scale.py)"),
 ) -> None:
     """Train the config's dropout model and (with baseline: true) its no-dropout control, as one stack.
 
@@ -62,7 +64,7 @@ def run(
     from .sweep import load_sweep
 
     try:
-        sw = load_sweep(config, set_, use_sweep=False)
+        sw = load_sweep(config, set_, use_sweep=False, scale=scale)
         cfg = sw.base
         dev = _resolve(cfg.device, device)
         datasets = load_datasets(sw.runs, log=_log)
@@ -209,6 +211,8 @@ def sweep(
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed"),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="stop at the first failed or diverged run"),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep checkpoint.pt of completed runs"),
+    scale: str = typer.Option("full", "--scale", help="full (as written) | quick (every run shrunk and labelled: "
+                                                   "widths /8, updates /500, 10k images; see scale.py)"),
 ) -> None:
     """Train every run of a sweep, packed into stacks; skip finished runs, resume partial ones."""
     from .results import FolderBusy, env_info, folder_lock, write_index
@@ -216,11 +220,12 @@ def sweep(
     from .sweep import load_sweep, shipped, write_sweep_yaml
 
     if config is None:
-        t = Table(title="shipped sweeps (configs/sweeps/): dropout-lab sweep FILE [--dry-run]", title_justify="left")
+        t = Table(title="shipped sweeps: dropout-lab sweep FILE [--dry-run] [--scale quick]", title_justify="left")
         for col in ("config", "runs", "what it reproduces"):
             t.add_column(col, overflow="fold")
-        for path, description, count in shipped():
-            t.add_row(str(path), str(count), description)
+        for folder in (Path("configs/sweeps"), Path("configs/paper")):
+            for path, description, count in shipped(folder):
+                t.add_row(str(path), str(count), description)
         out_console.print(t)
         return
     try:
@@ -232,7 +237,7 @@ def sweep(
             raise ConfigError(f"--gpus-per-stack = {gpus_per_stack:g}: must be >= 0")
         if backend == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError("--backend ray needs Ray: pip install 'dropout-lab[ray]' (or '.[ray]' in a checkout)")
-        sw = load_sweep(config, set_, grid)
+        sw = load_sweep(config, set_, grid, scale=scale)
         dev = _resolve(sw.base.device, device)
         datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
@@ -330,6 +335,25 @@ def plot(
             fail(str(e), 2)
         for path in paths:
             out_console.print(f"wrote {path}", highlight=False)
+
+
+@app.command()
+def report(
+    results: list[Path] = typer.Argument(None, help="results folders to read (default: results/, where the paper "
+                                                    "configs write)"),
+    out: Path = typer.Option(Path("results/REPORT.md"), "--out", help="the Markdown report to write"),
+) -> None:
+    """The paper's MNIST tables and claims next to ours, from finished runs; trains nothing."""
+    from .report import build
+
+    roots = list(results or [Path("results")])
+    for r in roots:
+        if not r.is_dir():
+            fail(f"results folder '{r}' not found", 2)
+    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    headline = build(roots, out, command)
+    out_console.print(headline or "no Table 2 results yet", highlight=False, markup=False)
+    out_console.print(f"report: {out}", highlight=False)
 
 
 @app.command()

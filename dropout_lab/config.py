@@ -99,6 +99,12 @@ class OptimConfig(_Strict):
     # c: after every update each unit's incoming weight vector is rescaled to L2 norm <= c; null = off
     max_norm: float | None = 3.5
     weight_decay: float = Field(default=0.0, ge=0)  # L2 coefficient on weights (not biases)
+    l1: float = Field(default=0.0, ge=0)  # L1 coefficient on weights (not biases): adds l1 * sign(w) to the gradient
+    # KL-sparsity (paper Table 9): kl_sparsity * sum over hidden units of KL(kl_target || rho_hat), where
+    # rho_hat is a unit's mean activation over the batch, clamped into (0, 1) (exact for logistic units;
+    # for ReLU it pulls mean activations down towards kl_target); 0 = off
+    kl_sparsity: float = Field(default=0.0, ge=0)
+    kl_target: float = Field(default=0.05, gt=0, lt=1)  # rho: the wanted mean activation of a hidden unit
     adam_beta1: float = Field(default=0.9, ge=0, lt=1)  # used only by name: adam
     adam_beta2: float = Field(default=0.999, ge=0, lt=1)
     adam_eps: float = Field(default=1e-8, gt=0)
@@ -109,6 +115,23 @@ class OptimConfig(_Strict):
         if c is not None and c <= 0:
             raise ValueError("must be > 0, or null for no max-norm constraint")
         return c
+
+
+class EvalConfig(_Strict):
+    # epochs between test (and validation) passes; the last epoch always has one. Other epochs' rows
+    # keep their training numbers and leave the test columns empty (nan)
+    every: int = Field(default=1, gt=0)
+    # after training: test error of the Monte-Carlo average of k thinned nets' predictions, for each k
+    # here (paper Figure 11), next to weight scaling; [] = off
+    mc_samples: list[int] = Field(default_factory=list)
+    mc_repeats: int = Field(default=10, gt=0)  # independent repeats of each k, for its mean ± std
+
+    @field_validator("mc_samples")
+    @classmethod
+    def _positive_k(cls, ks: list[int]) -> list[int]:
+        if any(k <= 0 for k in ks):
+            raise ValueError("every k must be a positive number of sampled nets")
+        return sorted(set(ks))
 
 
 class SweepConfig(_Strict):
@@ -128,6 +151,10 @@ class Config(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+    # full: as configured; quick: every run shrunk by the stated factors of scale.py (labelled, never mixed)
+    scale: Literal["full", "quick"] = "full"
+    label: str = ""  # the run's row in a paper table (report.py); a name, not part of what is trained
     # a running stack saves model, optimiser and RNG state at most this often (seconds of wall time),
     # so a killed run loses at most this much work; 0 = after every step (tests)
     checkpoint_seconds: float = Field(default=60.0, ge=0)
@@ -176,10 +203,18 @@ class Config(_Strict):
     def run_id(self) -> str:
         """Readable slug + 8 hex digits of the resolved config, so a config always maps to one folder.
 
-        name, device, checkpoint_seconds and sweep are left out of the hash: they say where, on what and
-        how, not what is trained.
+        name, device, checkpoint_seconds, sweep and label are left out of the hash: they say where, on
+        what and how, not what is trained. Keys added after results were first published are left out
+        while at their defaults, so those results keep their ids and still resume.
         """
-        d = self.model_dump(mode="json", exclude={"name", "device", "checkpoint_seconds", "sweep"})
+        d = self.model_dump(mode="json", exclude={"name", "device", "checkpoint_seconds", "sweep", "label"})
+        for path, default in _LATER_KEYS.items():
+            *parents, leaf = path.split(".")
+            node = d
+            for part in parents:
+                node = node[part]
+            if node[leaf] == default:
+                del node[leaf]
         digest = hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
         drop = self.model.dropout
         if self.has_dropout:
@@ -188,6 +223,10 @@ class Config(_Strict):
             tag = "nodrop"
         shape = "x".join(str(n) for n in self.widths())
         return f"{tag}-{self.model.activation}-{shape}-s{self.seed}-{digest}"
+
+
+_LATER_KEYS = {"scale": "full", "optim.l1": 0.0, "optim.kl_sparsity": 0.0, "optim.kl_target": 0.05,
+               "eval": EvalConfig().model_dump(mode="json")}
 
 
 # ----------------------------------------------------------------------------------------------

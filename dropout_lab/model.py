@@ -86,8 +86,11 @@ class StackedMLP(nn.Module):
             device=device,
         )
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: (B, n_in) shared by all models, or (K, B, n_in) one batch per model. Returns (K, B, n_out)."""
+    def forward(self, x: torch.Tensor, acts: list[torch.Tensor] | None = None) -> torch.Tensor:
+        """x: (B, n_in) shared by all models, or (K, B, n_in) one batch per model. Returns (K, B, n_out).
+
+        acts, when given, receives each hidden layer's activations before dropout (for KL-sparsity).
+        """
         if x.dim() == 2 and not self.drop_in.off and (self.training or self.drop_in.mc):
             x = x.expand(self.K, -1, -1)  # each model drops its own input pixels
         h = self.drop_in(x)
@@ -96,7 +99,10 @@ class StackedMLP(nn.Module):
             # a shared (B, n) input broadcasts against (K, n, n_out) without K copies of it
             h = torch.baddbmm(b, h, w) if h.dim() == 3 else torch.matmul(h, w) + b
             if i < last:
-                h = self.drops[i](self.act(h))
+                h = self.act(h)
+                if acts is not None:
+                    acts.append(h)
+                h = self.drops[i](h)
         return h
 
     def set_mc(self, on: bool) -> None:

@@ -4,6 +4,7 @@
     config.yaml    the resolved config
     env.json       versions, device, git commit, command line
     metrics.csv    one row per epoch, appended and flushed as training goes
+    mc.json        Monte-Carlo averaging vs weight scaling of the final nets (when eval.mc_samples is set)
     summary.json   written last, atomically; its presence with status 'completed' marks a finished run
     checkpoint.pt  model, optimiser and RNG state of an unfinished run (git-ignored, removed on completion)
 <out>/<name>/index.csv, sweep.yaml   one row per run of the last sweep; the sweep as resolved
@@ -110,6 +111,7 @@ class RunWriter:
         self.dir = run_dir
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "summary.json").unlink(missing_ok=True)  # not finished until written again
+        (run_dir / "mc.json").unlink(missing_ok=True)  # belongs to the final nets: written at the end
         atomic_write(run_dir / "config.yaml", to_yaml(cfg))
         kept = read_metrics(run_dir, raw=True)[:keep_rows] if keep_rows else []
         if keep_rows:  # provenance of the first start stays; each resumption is appended
@@ -250,7 +252,8 @@ def folder_lock(folder: Path):
         f.close()
 
 
-INDEX_METRICS = ["final_test_error", "best_test_error", "final_train_error", "epochs_completed", "wall_seconds"]
+INDEX_METRICS = ["final_test_error", "best_test_error", "final_train_error", "epochs_completed", "steps_completed",
+                 "wall_seconds"]
 
 
 def cell(value) -> str | int | float:

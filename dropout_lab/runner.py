@@ -8,6 +8,7 @@ interrupted run is visibly partial and resumes where its checkpoint left it.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import threading
@@ -23,7 +24,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import data as data_mod
 from .config import Config, ConfigError
-from .results import RunWriter, load_checkpoint, read_summary, remove_checkpoint, save_checkpoint
+from .evaluate import mc_evaluate
+from .results import RunWriter, atomic_write, load_checkpoint, read_summary, remove_checkpoint, save_checkpoint
 from .train import StackTrainer, pack, steps_per_epoch, structure_key, train_stack
 
 
@@ -199,9 +201,18 @@ def run_stack(runs: Sequence[Run], data: data_mod.Dataset, device: torch.device,
         if failed:
             raise FailFast
 
+    def on_end(tr: StackTrainer) -> None:
+        ev = cfgs[0].eval
+        if not ev.mc_samples:
+            return
+        checkpoint(tr)  # the trained nets are safe before the long MC evaluation starts
+        results = mc_evaluate(tr, list(ev.mc_samples), ev.mc_repeats, [c.seed for c in cfgs])
+        for i in writers:
+            atomic_write(runs[i].dir / "mc.json", json.dumps(results[i], indent=2) + "\n")
+
     failed = False  # set by a divergence under fail_fast: stop at the next step, checkpointed
     try:
-        for rows in train_stack(cfgs, data, device, states, on_step):
+        for rows in train_stack(cfgs, data, device, states, on_step, on_end):
             for i, row in enumerate(rows):
                 if row is None or i not in writers:
                     continue

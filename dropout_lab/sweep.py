@@ -19,9 +19,11 @@ from pydantic import BaseModel
 
 from .config import Config, ConfigError, SweepConfig, apply_override, parse_override, validate, yaml_load
 from .results import atomic_write
+from .scale import SCALES
+from .scale import apply as apply_scale
 
 # keys that say where or how, not what is trained: sweeping them would train one run many times
-UNSWEEPABLE = {"name", "device", "checkpoint_seconds", "sweep", "baseline"}
+UNSWEEPABLE = {"name", "device", "checkpoint_seconds", "sweep", "baseline", "scale"}
 
 
 @dataclass
@@ -104,9 +106,16 @@ def value_at(cfg: Config, key: str) -> Any:
     return node
 
 
-def expand(raw: dict, grid_args: list[str] = ()) -> Sweep:
-    """raw: the config mapping with --set overrides applied. Returns every run of the sweep, validated."""
+def expand(raw: dict, grid_args: list[str] = (), scale: str = "full") -> Sweep:
+    """raw: the config mapping with --set overrides applied. Returns every run of the sweep, validated.
+
+    scale 'quick' shrinks every point (scale.py) and sends the sweep to the folder <name>-quick.
+    """
     raw = copy.deepcopy(raw)
+    if scale not in SCALES:
+        raise ConfigError(f"--scale {scale}: allowed {', '.join(SCALES)}")
+    if scale == "quick":
+        raw["name"] = f"{raw.get('name', Config().name)}-quick"
     base = validate(raw)
     spec = base.sweep or SweepConfig()
     for text in grid_args:
@@ -136,16 +145,17 @@ def expand(raw: dict, grid_args: list[str] = ()) -> Sweep:
                 cfg = validate(r)
             except ConfigError as e:
                 raise ConfigError(f"sweep point {', '.join(f'{k}={v}' for k, v in assignment)}: {e}") from None
+            cfg = apply_scale(cfg, scale)
             members = [cfg.run_config()] + ([cfg.control()] if cfg.baseline and cfg.has_dropout else [])
             for m in members:
                 runs.setdefault(m.run_id(), m)
     configs = list(runs.values())
     values = [{**{k: value_at(c, k) for k in keys}, "seed": c.seed, "dropout": c.has_dropout} for c in configs]
-    return Sweep(base, keys, configs, values)
+    return Sweep(apply_scale(base, scale), keys, configs, values)
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), grid_args: list[str] = (),
-               use_sweep: bool = True) -> Sweep:
+               use_sweep: bool = True, scale: str = "full") -> Sweep:
     """use_sweep=False: the config alone (and its control), as `dropout-lab run` trains it."""
     from .config import read_yaml
 
@@ -154,7 +164,7 @@ def load_sweep(path: str | Path, overrides: list[str] = (), grid_args: list[str]
         apply_override(raw, *parse_override(text))
     if not use_sweep:
         raw.pop("sweep", None)
-    return expand(raw, grid_args)
+    return expand(raw, grid_args, scale)
 
 
 def write_sweep_yaml(folder: Path, sweep: Sweep, config_path: str, command: str) -> None:

@@ -36,7 +36,7 @@ def structure_key(cfg: Config) -> tuple:
     kind = (d.kind, d.scaling) if cfg.has_dropout else None  # no dropout fits any stack, as p = 0
     return (cfg.data.dataset, cfg.data.train_size, cfg.data.validation_size, tuple(cfg.widths()),
             cfg.model.activation, cfg.optim.name, cfg.optim.batch_size, cfg.optim.epochs,
-            kind)
+            cfg.eval.every, tuple(cfg.eval.mc_samples), cfg.eval.mc_repeats, kind)
 
 
 def pack(cfgs: Sequence[Config]) -> list[list[int]]:
@@ -77,12 +77,17 @@ class Hyper:
     hinton: torch.Tensor  # 1.0 for the paper's (1-m) rule, 0.0 for classical momentum
     max_norm: torch.Tensor  # inf = off
     weight_decay: torch.Tensor
+    l1: torch.Tensor
+    kl_beta: torch.Tensor  # (K,): weight of the KL-sparsity term in each model's loss
+    kl_rho: torch.Tensor  # (K, 1): its target mean activation
     beta1: torch.Tensor
     beta2: torch.Tensor
     eps: torch.Tensor
     # host-side facts, so that work nobody asked for is skipped without reading the device
     any_weight_decay: bool = True
     any_max_norm: bool = True
+    any_l1: bool = True
+    any_kl: bool = True
 
     @classmethod
     def from_configs(cls, cfgs: Sequence[Config], device) -> Hyper:
@@ -104,11 +109,16 @@ class Hyper:
             hinton=col([1.0 if x.momentum_rule == "hinton" else 0.0 for x in o]),
             max_norm=col([math.inf if x.max_norm is None else x.max_norm for x in o]),
             weight_decay=col([x.weight_decay for x in o]),
+            l1=col([x.l1 for x in o]),
+            kl_beta=col([x.kl_sparsity for x in o]).view(-1),
+            kl_rho=col([x.kl_target for x in o]).view(-1, 1),
             beta1=col([x.adam_beta1 for x in o]),
             beta2=col([x.adam_beta2 for x in o]),
             eps=col([x.adam_eps for x in o]),
             any_weight_decay=any(x.weight_decay > 0 for x in o),
             any_max_norm=any(x.max_norm is not None for x in o),
+            any_l1=any(x.l1 > 0 for x in o),
+            any_kl=any(x.kl_sparsity > 0 for x in o),
         )
 
 
@@ -138,26 +148,49 @@ def max_norm_(weights: Sequence[torch.Tensor], c: torch.Tensor) -> None:
         w.mul_(torch.clamp(c / norms, max=1.0))  # norm 0 gives inf, clamped to 1
 
 
+def kl_sparsity(acts: Sequence[torch.Tensor], rho: torch.Tensor) -> torch.Tensor:
+    """Sum over hidden units of KL(rho || rho_hat), rho_hat a unit's batch-mean activation: (K,).
+
+    acts are (K, B, n) activations before dropout. The clamp keeps the log finite for a dead unit
+    (rho_hat = 0) and for a ReLU unit whose mean passes 1, where the KL of a Bernoulli is undefined.
+    """
+    total = 0.0
+    for a in acts:
+        r = a.mean(dim=1).clamp(1e-6, 1 - 1e-6)  # (K, n)
+        kl = rho * torch.log(rho / r) + (1 - rho) * torch.log((1 - rho) / (1 - r))
+        total = total + kl.sum(dim=1)
+    return total
+
+
+def regularised_grad(g: torch.Tensor, p: torch.Tensor, h: Hyper) -> torch.Tensor:
+    """L2 and L1 on a weight: g + wd * w + l1 * sign(w); skipped where no model asks for it."""
+    if h.any_weight_decay:
+        g = g + h.weight_decay * p
+    if h.any_l1:
+        g = g + h.l1 * torch.sign(p)
+    return g
+
+
 @torch.no_grad()
 def sgd_update_(params, velocities, grads, is_weight, lr, m, h: Hyper, live) -> None:
-    """dw <- m*dw - (1-m)*lr*g (hinton) or m*dw - lr*g (classical); L2 on weights, not biases.
+    """dw <- m*dw - (1-m)*lr*g (hinton) or m*dw - lr*g (classical); L2 and L1 on weights, not biases.
 
     live: (K, 1, 1) bool, or None when every model is live (the common case, one pass cheaper).
     """
     scale = lr * (1.0 - m * h.hinton)
     for p, v, g, decays in zip(params, velocities, grads, is_weight):
-        if decays and h.any_weight_decay:
-            g = g + h.weight_decay * p
+        if decays:
+            g = regularised_grad(g, p, h)
         v.mul_(m).addcmul_(scale, g, value=-1.0)  # fused: no (K, n_in, n_out) temporary
         p.add_(v if live is None else torch.where(live, v, 0.0))  # a diverged model is frozen
 
 
 @torch.no_grad()
 def adam_update_(params, moments, grads, is_weight, lr, t: int, h: Hyper, live) -> None:
-    """Adam (Kingma & Ba) with per-model lr; L2 added to the gradient, as torch.optim.Adam does."""
+    """Adam (Kingma & Ba) with per-model lr; L2 (and L1) added to the gradient, as torch.optim.Adam does."""
     for p, (m1, m2), g, decays in zip(params, moments, grads, is_weight):
-        if decays and h.any_weight_decay:
-            g = g + h.weight_decay * p
+        if decays:
+            g = regularised_grad(g, p, h)
         m1.mul_(h.beta1).add_((1 - h.beta1) * g)
         m2.mul_(h.beta2).add_((1 - h.beta2) * g * g)
         m1_hat = m1 / (1 - h.beta1 ** t)
@@ -180,6 +213,7 @@ class StackTrainer:
         self.cfgs, self.K, self.device = list(cfgs), len(cfgs), torch.device(device)
         first = cfgs[0]
         self.epochs, self.batch = first.optim.epochs, first.optim.batch_size
+        self.eval_every = first.eval.every
         self.model = StackedMLP.from_configs(cfgs, data.n_features, data.n_classes, self.device)
         self.hyper = Hyper.from_configs(cfgs, self.device)
         self.optimizer = first.optim.name
@@ -228,10 +262,14 @@ class StackTrainer:
         idx = self.order[:, self.s * B:(self.s + 1) * B]
         x, y = self.x_pool[idx], self.y_pool[idx]  # (K, B, D), (K, B)
         lr = learning_rate(h, self.epoch, self.step)
-        logits = self.model(x)
+        acts: list[torch.Tensor] | None = [] if h.any_kl else None
+        logits = self.model(x, acts)
         nll = -F.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, B)
+        loss = nll.mean(dim=1)
+        if acts is not None:
+            loss = loss + h.kl_beta * kl_sparsity(acts, h.kl_rho)
         # the sum over models keeps each model's gradient that of its own mean loss
-        nll.mean(dim=1).sum().backward()
+        loss.sum().backward()
         grads = [p.grad for p in self.params]
         live = None if self.all_live else self.live
         if self.optimizer == "sgd":
@@ -323,12 +361,14 @@ class StackTrainer:
 
 
 def train_stack(cfgs: Sequence[Config], data: Dataset, device="cpu", states: Sequence[dict | None] | None = None,
-                on_step: Callable[[StackTrainer], None] | None = None) -> Iterator[list[dict | None]]:
+                on_step: Callable[[StackTrainer], None] | None = None,
+                on_end: Callable[[StackTrainer], None] | None = None) -> Iterator[list[dict | None]]:
     """Train a stack, yielding after every epoch one metrics row per model (None once it has stopped).
 
     `states` resumes each model from its checkpoint (all from one step); `on_step(trainer)` runs after
     every step, where the caller may checkpoint or stop. A row whose `diverged` is True is that
-    model's last: a NaN or inf loss froze it, the rest go on.
+    model's last: a NaN or inf loss froze it, the rest go on. `on_end(trainer)` runs once after the
+    last epoch's rows, while the trained nets are still there (final evaluations).
     """
     tr = StackTrainer(cfgs, data, device)
     seconds0 = 0.0
@@ -346,7 +386,11 @@ def train_stack(cfgs: Sequence[Config], data: Dataset, device="cpu", states: Seq
             if on_step is not None:
                 on_step(tr)
         metrics = tr.end_epoch()
-        metrics.update(tr.epoch_metrics())
+        if tr.epoch % tr.eval_every == 0 or tr.epoch == tr.epochs:
+            metrics.update(tr.epoch_metrics())
+        else:  # rows without a test pass keep their columns, as nan, so every epoch has one row
+            nan = torch.full((tr.K,), math.nan)
+            metrics.update(test_loss=nan, test_error=nan, **({"val_error": nan} if tr.y_val.shape[1] else {}))
         lr = learning_rate(tr.hyper, tr.epoch - 1, tr.step - 1).flatten()
         m = momentum(tr.hyper, (tr.step - 1) / tr.steps_per_epoch).flatten()  # as used by the last step
         host = {k: v.tolist() for k, v in metrics.items()}  # the one sync of the epoch
@@ -369,3 +413,5 @@ def train_stack(cfgs: Sequence[Config], data: Dataset, device="cpu", states: Seq
         yield rows
         if all(stopped):
             return
+    if on_end is not None:
+        on_end(tr)

@@ -1,0 +1,98 @@
+"""L1, KL-sparsity, evaluation intervals and Monte-Carlo evaluation, each against an explicit formula."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from dropout_lab import data as data_mod
+from dropout_lab.evaluate import entropy, expected_calibration_error, mc_evaluate
+from dropout_lab.train import StackTrainer, kl_sparsity, train_stack
+
+from conftest import tiny_config
+
+
+@pytest.fixture(scope="module")
+def spiral():
+    return data_mod.load("spiral")
+
+
+def test_l1_and_kl_step_match_autograd_of_the_penalised_loss(spiral):
+    """One SGD step with L1 and KL-sparsity equals a step on nll + l1*|W| + beta*KL from autograd, per model."""
+    regs = [("optim.l1=0.003", "optim.kl_sparsity=0.0"), ("optim.l1=0.0", "optim.kl_sparsity=0.05"),
+            ("optim.l1=0.001", "optim.kl_sparsity=0.02")]
+    cfgs = [tiny_config("model.dropout.kind=none", "optim.max_norm=null", "optim.kl_target=0.1",
+                        "model.activation=logistic", f"seed={k}", *r) for k, r in enumerate(regs)]
+    tr = StackTrainer(cfgs, spiral)
+    w0 = [w.detach().clone() for w in tr.model.weights]
+    b0 = [b.detach().clone() for b in tr.model.biases]
+    tr.begin_epoch()
+    idx = tr.order[:, :tr.batch]
+    tr.train_step()
+    for k, c in enumerate(cfgs):
+        ws = [w[k].clone().requires_grad_() for w in w0]
+        bs = [b[k].clone().requires_grad_() for b in b0]
+        h, acts = torch.as_tensor(spiral.x_train)[idx[k]], []
+        for i, (w, b) in enumerate(zip(ws, bs)):
+            h = h @ w + b
+            if i < len(ws) - 1:
+                h = torch.sigmoid(h)
+                acts.append(h)
+        loss = F.cross_entropy(h, torch.as_tensor(spiral.y_train)[idx[k]])
+        rho = c.optim.kl_target
+        for a in acts:
+            r = a.mean(0)
+            loss = loss + c.optim.kl_sparsity * (rho * torch.log(rho / r) + (1 - rho) * torch.log((1 - rho) / (1 - r))).sum()
+        loss = loss + c.optim.l1 * sum(w.abs().sum() for w in ws)
+        loss.backward()
+        scale = (1 - c.optim.momentum_start) * c.optim.lr  # hinton rule, first step: dw = -(1-m) lr g
+        for w, w_start, got in zip(ws, w0, tr.model.weights):
+            torch.testing.assert_close(got[k].detach(), w_start[k] - scale * w.grad, rtol=1e-4, atol=1e-6)
+
+
+def test_kl_sparsity_formula():
+    a = torch.tensor([[[0.2, 0.5], [0.4, 0.1]]])  # (K=1, B=2, n=2): means 0.3, 0.3
+    rho = torch.tensor([[0.1]])
+    want = 2 * (0.1 * math.log(0.1 / 0.3) + 0.9 * math.log(0.9 / 0.7))
+    assert kl_sparsity([a], rho).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_eval_every_leaves_nan_between_test_passes_and_always_tests_the_last_epoch(spiral):
+    cfg = tiny_config("optim.epochs=5", "eval.every=2")
+    tested = [r[0]["epoch"] for r in train_stack([cfg], spiral) if not math.isnan(r[0]["test_error"])]
+    assert tested == [2, 4, 5]
+
+
+def test_ece_against_a_numpy_loop():
+    g = torch.Generator().manual_seed(0)
+    probs = torch.softmax(3 * torch.randn(2, 500, 4, generator=g), dim=-1)
+    y = torch.randint(0, 4, (500,), generator=g)
+    p, yn = probs.numpy(), y.numpy()
+    for k in range(2):
+        conf, pred = p[k].max(-1), p[k].argmax(-1)
+        want = 0.0
+        for lo, hi in zip(np.linspace(0, 1, 16)[:-1], np.linspace(0, 1, 16)[1:]):
+            inside = (conf > lo) & (conf <= hi)
+            if inside.any():
+                want += inside.mean() * abs(conf[inside].mean() - (pred[inside] == yn[inside]).mean())
+        assert expected_calibration_error(probs, y)[k].item() == pytest.approx(want, abs=1e-6)
+    assert entropy(torch.full((1, 4), 0.25)).item() == pytest.approx(math.log(4))
+
+
+def test_mc_of_a_net_without_dropout_is_weight_scaling_and_dropout_repeats_differ(spiral):
+    cfgs = [tiny_config("model.dropout.kind=none", "seed=0"), tiny_config("seed=1", "model.dropout.p_input=0.0")]
+    tr = StackTrainer(cfgs, spiral)
+    tr.train_epoch()
+    out = mc_evaluate(tr, [1, 4, 16], repeats=3, seeds=[0, 1])
+    _, ws_error = tr.evaluate(tr.x_test, tr.y_test)
+    assert out[0]["weight_scaling"]["test_error"] == pytest.approx(ws_error[0].item(), abs=1e-6)
+    for e in out[0]["mc"]:  # no noise: every k, every repeat is the clean pass
+        assert e["errors"] == pytest.approx([ws_error[0].item()] * 3, abs=1e-6)
+    assert len({round(x, 6) for x in out[1]["mc"][0]["errors"]}) > 1  # k = 1: independent thinned nets
+    # reproducible, and the training masks are left where they were
+    state = [g.get_state() for g in tr.model.drops[0].generators]
+    again = mc_evaluate(tr, [1, 4, 16], repeats=3, seeds=[0, 1])
+    assert again == out
+    assert all(torch.equal(a, g.get_state()) for a, g in zip(state, tr.model.drops[0].generators))

@@ -1,0 +1,134 @@
+"""The paper configs, the quick scale and the report, against the paper's data and explicit formulas."""
+
+import csv
+import json
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dropout_lab import paper, report, scale
+from dropout_lab.config import load
+from dropout_lab.sweep import load_sweep
+
+from conftest import ROOT, cli
+
+PAPER = ROOT / "configs" / "paper"
+
+
+@pytest.mark.parametrize("key", paper.CONFIGS)
+def test_each_paper_config_expands_and_states_its_cost(key):
+    path = PAPER / f"{key}.yaml"
+    text = path.read_text()
+    sw = load_sweep(path)
+    assert sw.base.sweep.seeds == [0, 1, 2]
+    steps = sum(scale.updates(c) for c in sw.runs)
+    stated = re.search(r"Cost: (\d+) runs\b.*?([\d,]+) model-steps at full scale", text, re.S)
+    assert stated, "the top comment states runs and model-steps"
+    assert (int(stated[1]), int(stated[2].replace(",", ""))) == (len(sw.runs), steps)
+    for word in ("Recipe:", "Measured:"):
+        assert word in text
+
+
+@pytest.mark.parametrize("key", list(paper.TABLES))
+def test_table_configs_sweep_exactly_the_papers_rows(key):
+    sw = load_sweep(PAPER / f"{key}.yaml")
+    labels = {c.label for c in sw.runs}
+    assert labels == {r.label for r in paper.TABLES[key].rows}
+    for label in labels:  # 3 seeds of one row are 3 runs, not one run shared by collapsed configs
+        assert sum(c.label == label for c in sw.runs) == 3
+
+
+def test_quick_scale_follows_its_stated_factors():
+    full = load(PAPER / "table2.yaml", ["model.hidden=[8192,8192]", "optim.lr_schedule=exponential",
+                                        "optim.lr_decay=0.998"])
+    q = scale.quick(full)
+    assert q.scale == "quick" and q.model.hidden == [1024, 1024]
+    assert scale.updates(full) == 1_000_000 and scale.updates(q) == 2_000
+    assert q.data.train_size == 10_000 and q.data.validation_size == 2_000
+    # schedules keep their shape: the ramp covers the same share of training, the decay ends at the same lr
+    assert q.optim.momentum_ramp_epochs / q.optim.epochs == pytest.approx(
+        full.optim.momentum_ramp_epochs / full.optim.epochs)
+    assert q.optim.lr_decay ** q.optim.epochs == pytest.approx(full.optim.lr_decay ** full.optim.epochs)
+    assert q.optim.lr_half_life / scale.updates(q) == pytest.approx(full.optim.lr_half_life / scale.updates(full))
+    small = scale.quick(load(None, ["data.train_size=100", "optim.epochs=2000"]))
+    assert small.data.train_size == 100 and scale.updates(small) == 1000  # at least min(full, 1000) updates
+    assert q.run_id() != full.run_id()
+
+
+def test_quick_sweep_is_labelled_and_has_its_own_folder():
+    sw = load_sweep(PAPER / "fig9b.yaml", scale="quick")
+    assert sw.base.name == "fig9b-quick"
+    assert {c.scale for c in sw.runs} == {"quick"}
+    assert [c.widths() for c in sw.runs if c.model.dropout.p_hidden == 0.5][0] == [64, 64, 128]  # 256/8/0.5
+
+
+def test_dry_run_and_bad_scale_on_the_cli():
+    r = cli("sweep", PAPER / "table10_gaussian.yaml", "--dry-run", "--scale", "quick", "--out", "/nonexistent-dir")
+    assert r.returncode == 0, r.stderr
+    assert "6 runs" in r.stdout and "12,000 model-steps" in r.stdout
+    r = cli("sweep", PAPER / "fig11.yaml", "--dry-run", "--scale", "huge")
+    assert r.returncode == 2 and r.stderr.strip() == "error: --scale huge: allowed full, quick"
+
+
+# ----- the report, on results folders written here with known numbers
+
+
+def _fake_sweep(root: Path, name: str, rows: list[dict], keys: list[str], scale_: str = "quick") -> Path:
+    folder = root / f"{name}-{scale_}" if scale_ == "quick" else root / name
+    folder.mkdir(parents=True)
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": folder.name, "keys": keys, "base": {"scale": scale_}}))
+    cols = ["run_id", "status", *keys, "seed", "dropout", "final_test_error", "steps_completed", "wall_seconds"]
+    with open(folder / "index.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=cols)
+        w.writeheader()
+        for i, r in enumerate(rows):
+            w.writerow({"run_id": f"r{i}", "status": "completed", "steps_completed": 2000, "wall_seconds": 1.0,
+                        **{k: json.dumps(v) if isinstance(v, list) else v for k, v in r.items()}})
+    return folder
+
+
+def test_report_table_means_stds_differences_and_rows_not_run(tmp_path):
+    errors = {"dropout + max-norm ReLU 3x1024": [0.0110, 0.0120, 0.0130]}
+    rows = [{"label": lab, "seed": s, "dropout": True, "final_test_error": e}
+            for lab, es in errors.items() for s, e in enumerate(es)]
+    _fake_sweep(tmp_path, "table2", rows, ["label"])
+    out = tmp_path / "REPORT.md"
+    r = cli("report", tmp_path, "--out", out)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "| dropout + max-norm ReLU 3x1024 | 1.06 | 1.20 ± 0.10 (n=3) | +0.14 | quick | 2,000 |" in text
+    assert "| dropout + max-norm ReLU 2x8192 | 0.95 | not run |" in text
+    assert "Out of scope: SVM, Gaussian kernel (1.40)" in text
+    assert "Not run: `dropout-lab sweep configs/paper/table9.yaml`" in text
+    assert (tmp_path / "report" / "table2-quick.png").is_file()
+
+
+def test_verdicts_follow_the_data(tmp_path):
+    def fig4(drop_err, ctrl_err):
+        return [{"model.hidden": [n] * d, "seed": s, "dropout": dr, "final_test_error": e + 0.0001 * s}
+                for n in (1024, 2048) for d in (2, 3) for s in range(2)
+                for dr, e in ((True, drop_err), (False, ctrl_err))]
+
+    ok, _ = report.verdict_fig4(report.Result(_fake_sweep(tmp_path / "a", "fig4", fig4(0.011, 0.017), ["model.hidden"])))
+    bad, _ = report.verdict_fig4(report.Result(_fake_sweep(tmp_path / "b", "fig4", fig4(0.017, 0.011), ["model.hidden"])))
+    assert ok is True and bad is False
+
+    def fig9a(curve):
+        return [{"model.dropout.p_hidden": round(1 - p, 2), "seed": s, "dropout": True, "final_test_error": e}
+                for p, e in curve.items() for s in range(2)]
+
+    flat = {0.1: 0.05, 0.2: 0.03, 0.4: 0.0120, 0.5: 0.0115, 0.6: 0.0118, 0.8: 0.0121}
+    tilted = {**flat, 0.4: 0.025}
+    assert report.verdict_fig9a(report.Result(_fake_sweep(tmp_path / "c", "fig9a", fig9a(flat),
+                                                           ["model.dropout.p_hidden"])))[0] is True
+    assert report.verdict_fig9a(report.Result(_fake_sweep(tmp_path / "d", "fig9a", fig9a(tilted),
+                                                           ["model.dropout.p_hidden"])))[0] is False
+
+    order = ["L2", "L2 + L1", "L2 + KL-sparsity", "max-norm", "dropout + L2", "dropout + max-norm"]
+    t9 = [{"label": lab, "seed": s, "dropout": False, "final_test_error": e}
+          for lab, e in zip(order, [0.0162, 0.0160, 0.0155, 0.0135, 0.0125, 0.0105]) for s in range(2)]
+    assert report.verdict_table9(report.Result(_fake_sweep(tmp_path / "e", "table9", t9, ["label"])))[0] is True
+    t9[-1]["final_test_error"] = t9[-2]["final_test_error"] = 0.02  # dropout + max-norm now the worst
+    assert report.verdict_table9(report.Result(_fake_sweep(tmp_path / "f", "table9", t9, ["label"])))[0] is False
