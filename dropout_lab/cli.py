@@ -17,6 +17,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Train MLPs on MNIST with and without dropout, and see what dropout does.")
 data_app = typer.Typer(no_args_is_help=True, help="Fetch, verify and describe MNIST.")
 app.add_typer(data_app, name="data")
+beyond_app = typer.Typer(no_args_is_help=True, help="Small measured experiments beyond the paper's tables.")
+app.add_typer(beyond_app, name="beyond")
 
 out_console = Console()
 err_console = Console(stderr=True)
@@ -354,6 +356,55 @@ def report(
     headline = build(roots, out, command)
     out_console.print(headline or "no Table 2 results yet", highlight=False, markup=False)
     out_console.print(f"report: {out}", highlight=False)
+
+
+@beyond_app.command("ridge")
+def beyond_ridge(
+    out: Path = typer.Option(Path("results/beyond/ridge"), "--out", help="folder for ridge.csv, summary.json, PNG"),
+    quick: bool = typer.Option(False, "--quick", help="a smaller run, well under a minute"),
+) -> None:
+    """Section 9.1: is dropout just L2? Input dropout vs its ridge penalty on MNIST softmax regression."""
+    from .ridge import experiment
+
+    try:
+        summary = experiment(out, quick=quick, command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+    except data_mod.DataError as e:
+        fail(str(e), 1)
+    t = Table(title="section 9.1 on MNIST softmax regression (short CPU run)")
+    for col in ("method", "drop q", "test error", "train error", "seeds"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for r in summary["results"]:
+        t.add_row(r["label"], f"{r['q']:g}", f"{100 * r['test_error_mean']:.2f} ± {100 * r['test_error_std']:.2f}%",
+                  f"{100 * r['train_error_mean']:.2f}%", str(r["n_seeds"]))
+    out_console.print(t)
+    out_console.print(f"results: {out}", highlight=False)
+
+
+@beyond_app.command("features")
+def beyond_features(
+    config: Path = typer.Argument(Path("configs/paper/fig8.yaml"), help="a run config with dropout"),
+    set_: list[str] = typer.Option([], "--set", help="override a key: --set optim.epochs=3"),
+    out: Path = typer.Option(Path("results/beyond/features"), "--out", help="folder for features.json and PNGs"),
+) -> None:
+    """Figures 7 and 8: first-layer features and hidden-unit sparsity, with and without dropout."""
+    from .features import experiment
+
+    try:
+        result = experiment(config, out, set_, command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+    except ConfigError as e:
+        fail(str(e), 2)
+    except data_mod.DataError as e:
+        fail(str(e), 1)
+    except ValueError as e:
+        fail(str(e), 2)
+    t = Table(title="first hidden layer on the test images, dropout off")
+    for col in ("net", "test error", "mean activation", "activations = 0", "units with mean < 0.1"):
+        t.add_column(col, justify="left" if col == "net" else "right")
+    for name, m in result["models"].items():
+        t.add_row(name.replace("_", " "), f"{100 * m['test_error']:.2f}%", f"{m['mean_activation']:.3f}",
+                  f"{100 * m['frac_zero']:.1f}%", f"{100 * m['frac_low_units']:.1f}%")
+    out_console.print(t)
+    out_console.print(f"results: {out}", highlight=False)
 
 
 @app.command()

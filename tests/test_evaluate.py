@@ -44,7 +44,8 @@ def test_l1_and_kl_step_match_autograd_of_the_penalised_loss(spiral):
         rho = c.optim.kl_target
         for a in acts:
             r = a.mean(0)
-            loss = loss + c.optim.kl_sparsity * (rho * torch.log(rho / r) + (1 - rho) * torch.log((1 - rho) / (1 - r))).sum()
+            kl = rho * torch.log(rho / r) + (1 - rho) * torch.log((1 - rho) / (1 - r))
+            loss = loss + c.optim.kl_sparsity * kl.sum()
         loss = loss + c.optim.l1 * sum(w.abs().sum() for w in ws)
         loss.backward()
         scale = (1 - c.optim.momentum_start) * c.optim.lr  # hinton rule, first step: dw = -(1-m) lr g

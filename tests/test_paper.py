@@ -111,8 +111,10 @@ def test_verdicts_follow_the_data(tmp_path):
                 for n in (1024, 2048) for d in (2, 3) for s in range(2)
                 for dr, e in ((True, drop_err), (False, ctrl_err))]
 
-    ok, _ = report.verdict_fig4(report.Result(_fake_sweep(tmp_path / "a", "fig4", fig4(0.011, 0.017), ["model.hidden"])))
-    bad, _ = report.verdict_fig4(report.Result(_fake_sweep(tmp_path / "b", "fig4", fig4(0.017, 0.011), ["model.hidden"])))
+    def v4(where, rows):
+        return report.verdict_fig4(report.Result(_fake_sweep(tmp_path / where, "fig4", rows, ["model.hidden"])))[0]
+
+    ok, bad = v4("a", fig4(0.011, 0.017)), v4("b", fig4(0.017, 0.011))
     assert ok is True and bad is False
 
     def fig9a(curve):
