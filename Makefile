@@ -13,10 +13,13 @@ SWEEP  ?= configs/sweeps/p_fixed_n.yaml
 # `make bench`: a CPU-sized benchmark by default; on a GPU: make bench BENCH="--device cuda" BENCH_OUT=cuda
 BENCH     ?= --device cpu --arch 784-256-256-10 --stack 1,4,8 --steps 300
 BENCH_OUT ?= cpu
+# `make paper`: every configs/paper/ table and figure at this scale (quick: minutes each on a CPU)
+SCALE  ?= quick
+PAPER  ?= table2 table9 table10_gaussian fig4 fig9a fig9b fig10 fig11
 # extra flags for `make run` and `make sweep`, e.g. FLAGS=--force to retrain runs already in results/
 FLAGS  ?=
 
-.PHONY: install data run sweep test gpu-check lint plot bench clean
+.PHONY: install data run sweep paper report beyond test gpu-check lint plot bench clean
 
 install: $(STAMP)
 
@@ -42,6 +45,20 @@ run: install data
 sweep: install data
 	$(BIN)/dropout-lab sweep $(SWEEP) $(FLAGS)
 	$(BIN)/dropout-lab plot results/$(basename $(notdir $(SWEEP)))
+
+paper: install data
+	for c in $(PAPER); do $(BIN)/dropout-lab sweep configs/paper/$$c.yaml --scale $(SCALE) $(FLAGS) || exit 1; done
+	$(BIN)/dropout-lab plot
+	$(BIN)/dropout-lab report
+
+# results/REPORT.md from the results folders already there: no training
+report: install
+	$(BIN)/dropout-lab report
+
+# the experiments beyond the paper's tables: section 9.1 (dropout vs its ridge penalty), Figures 7/8
+beyond: install data
+	$(BIN)/dropout-lab beyond ridge
+	$(BIN)/dropout-lab beyond features configs/paper/fig8.yaml
 
 test: install
 	$(BIN)/pytest

@@ -51,7 +51,8 @@ def test_quick_scale_follows_its_stated_factors():
     assert q.optim.momentum_ramp_epochs / q.optim.epochs == pytest.approx(
         full.optim.momentum_ramp_epochs / full.optim.epochs)
     assert q.optim.lr_decay ** q.optim.epochs == pytest.approx(full.optim.lr_decay ** full.optim.epochs)
-    assert q.optim.lr_half_life / scale.updates(q) == pytest.approx(full.optim.lr_half_life / scale.updates(full))
+    assert q.optim.lr_half_life == 200  # a tenth of the run, not the full run's hundredth
+    assert q.model.init_std == pytest.approx(full.model.init_std * 8 ** 0.5)  # the hidden layers' gain is kept
     small = scale.quick(load(None, ["data.train_size=100", "optim.epochs=2000"]))
     assert small.data.train_size == 100 and scale.updates(small) == 1000  # at least min(full, 1000) updates
     assert q.run_id() != full.run_id()
