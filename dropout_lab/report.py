@@ -209,7 +209,7 @@ def _plt():
 def plot_table(t: paper.Table, res: Result, out: Path) -> Path:
     plt = _plt()
     groups = res.by(lambda r: r.get("label"))
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(t.rows) + 1.4))
+    fig, ax = plt.subplots(figsize=(8, 0.55 * len(t.rows) + 1.8))
     labelled = False
     for i, row in enumerate(t.rows):
         ax.plot(row.error, i, marker="|", ms=18, mew=3, color="black", label="paper" if i == 0 else None)
@@ -220,11 +220,12 @@ def plot_table(t: paper.Table, res: Result, out: Path) -> Path:
             labelled = True
             ax.annotate(f"{m:.2f}", (m, i), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
     ax.set_yticks(range(len(t.rows)), [r.label for r in t.rows])
-    ax.invert_yaxis()
+    ax.set_ylim(len(t.rows) - 0.4, -0.7)  # top to bottom in the paper's order, room for the labels
     ax.set_xlabel("MNIST test error (%)")
     ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    ax.set_title(f"{t.title}: ours ({SCALE_NOTE[res.scale]}) vs the paper", fontsize=9)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 / (0.3 * len(t.rows) + 0.5)), ncol=2, fontsize=8,
+              frameon=False)
+    ax.set_title(f"{t.title}: ours ({res.scale} scale) vs the paper", fontsize=10)
     fig.tight_layout()
     return _save(fig, out / f"{t.key}-{res.scale}.png")
 
@@ -246,7 +247,9 @@ def plot_fig11(res: Result, out: Path) -> Path | None:
     ax.set_xscale("log")
     ax.set_xlabel("k, thinned nets averaged")
     ax.set_ylabel("test error (%)")
-    ax.set_title(f"Figure 11: Monte-Carlo averaging vs weight scaling ({SCALE_NOTE[res.scale]})", fontsize=9)
+    ax.set_xticks(ks, [str(k) for k in ks])
+    ax.minorticks_off()
+    ax.set_title(f"Figure 11: Monte-Carlo averaging vs weight scaling ({res.scale} scale)", fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
@@ -279,6 +282,35 @@ def uncertainty_lines(res: Result) -> list[str]:
         lines.append(f"| {name} | " + " | ".join(f"{c.mean():.3f} ± {c.std(ddof=1) if len(c) > 1 else 0:.3f}"
                                                  for c in cells) + " |")
     return lines
+
+
+def beyond_lines(folder: Path, base: Path) -> list[str]:
+    """The experiments of `dropout-lab beyond`, where their results are present."""
+    md = []
+    ridge, feats = folder / "ridge" / "summary.json", folder / "features" / "features.json"
+    if ridge.is_file():
+        d = json.loads(ridge.read_text())
+        md += ["## Is dropout just L2? (section 9.1)", "",
+               f"`{d['env'].get('command', 'dropout-lab beyond ridge')}`: MNIST softmax regression on "
+               f"{d['settings']['n_train']:,} images, {len(d['settings']['seeds'])} seeds, "
+               f"{d['env'].get('device_name', '?')}. For linear regression input dropout is exactly ridge with "
+               "penalty p(1−p)‖Γw‖² (tests/test_ridge.py checks the closed form); for softmax regression that "
+               "penalty is only a second-order approximation. Measured:", "",
+               "| method | drop q | test error % | train error % |", "|---|---|---|---|"]
+        md += [f"| {r['label']} | {r['q']:g} | {100 * r['test_error_mean']:.2f} ± {100 * r['test_error_std']:.2f} | "
+               f"{100 * r['train_error_mean']:.2f} |" for r in d["results"]]
+        md += ["", f"![section 9.1]({_rel(ridge.parent / 'ridge.png', base)})", ""]
+    if feats.is_file():
+        d = json.loads(feats.read_text())
+        md += ["## Features and sparsity (Figures 7 and 8)", "",
+               f"`dropout-lab beyond features`: {d['figure']}.", "",
+               "| net | test error % | mean activation | activations = 0 | units with mean < 0.1 |",
+               "|---|---|---|---|---|"]
+        md += [f"| {m['label']} | {100 * m['test_error']:.2f} | {m['mean_activation']:.3f} | "
+               f"{100 * m['frac_zero']:.1f}% | {100 * m['frac_low_units']:.1f}% |" for m in d["models"].values()]
+        md += ["", f"![sparsity]({_rel(feats.parent / 'sparsity.png', base)})",
+               f"![features]({_rel(feats.parent / 'tiles.png', base)})", ""]
+    return md
 
 
 def _rel(path: Path, base: Path) -> str:
@@ -335,6 +367,8 @@ def build(roots: list[Path], out: Path, command: str) -> str:
                "Entropy of the predicted distribution on correct and on wrong test images, and expected calibration "
                "error (15 bins), for weight scaling and for the Monte-Carlo average, mean ± std over nets.", ""]
         md += uncertainty_lines(res) + [""]
+    for root in roots:
+        md += beyond_lines(root / "beyond", out.parent)
     if figures:
         md += ["## Figures", "", "Made by `dropout-lab plot` in each results folder.", ""]
         md += [f + "\n" for f in figures]
