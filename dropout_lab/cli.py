@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+import time
 from pathlib import Path
 
 import typer
@@ -217,7 +218,7 @@ def sweep(
                                                    "widths /8, updates /500, 10k images; see scale.py)"),
 ) -> None:
     """Train every run of a sweep, packed into stacks; skip finished runs, resume partial ones."""
-    from .results import FolderBusy, env_info, folder_lock, write_index
+    from .results import FolderBusy, append_session, env_info, folder_lock, write_index
     from .runner import FailFast, estimate_seconds, execute, load_datasets, model_steps, plan, survey
     from .sweep import load_sweep, shipped, write_sweep_yaml
 
@@ -277,18 +278,33 @@ def sweep(
 
             write_sweep_yaml(root, sw, str(config), command)
             index()
+            if force:  # every run is retrained: the earlier sessions no longer account for these results
+                (root / "sessions.jsonl").unlink(missing_ok=True)
+            env, t0, outcome = env_info(dev), time.perf_counter(), "error"
             try:
                 if backend == "ray":
                     from .distributed import execute_ray
 
-                    execute_ray(runs, stacks, env_info(dev), err_console, index, address, gpus_per_stack,
+                    execute_ray(runs, stacks, env, err_console, index, address, gpus_per_stack,
                                 keep_checkpoints, fail_fast)
                 else:
-                    execute(runs, stacks, datasets, dev, env_info(dev), err_console, index, keep_checkpoints,
-                            fail_fast)
+                    execute(runs, stacks, datasets, dev, env, err_console, index, keep_checkpoints, fail_fast)
+                outcome = "completed"
+            except KeyboardInterrupt:
+                outcome = "interrupted"
+                raise
             except FailFast:
+                outcome = "fail-fast"
                 err_console.print("--fail-fast: stopped at the first failed or diverged run; "
                                   "unfinished runs are checkpointed", style="red")
+            finally:
+                if stacks:
+                    append_session(root, {
+                        "started": env["started"], "wall_seconds": round(time.perf_counter() - t0, 2),
+                        "outcome": outcome, "backend": backend, "device": env["device"],
+                        "device_name": env["device_name"], "stacks": len(stacks),
+                        "runs": sum(len(s) for s in stacks), "model_steps": model_steps(stacks, datasets),
+                        "git_commit": env["git_commit"], "command": command})
     except ConfigError as e:
         fail(str(e), 2)
     except FolderBusy as e:

@@ -2,76 +2,20 @@
 
 For each paper table, a row per paper row: the paper's error, ours as mean ± std over seeds, the
 difference, the scale and updates run, and the device. For each qualitative claim, a verdict computed
-from the data (holds / does not hold / not run) with the numbers it rests on. Full and quick results
+from the data (verdicts.py), the long-term targets, figures and provenance. Full and quick results
 are never mixed in one row: each scale gets its own table.
 """
 
 from __future__ import annotations
 
 import json
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from . import paper
 from .results import atomic_write
-from .sweep_plot import is_sweep, read_index
-
-SCALE_NOTE = {"full": "full", "quick": "quick (scale.py: widths /8, updates /500, 10k images)"}
-
-
-# ----------------------------------------------------------------------------------------------
-# reading results
-
-
-class Result:
-    """One results folder of a paper config: its index rows (completed runs only) and provenance."""
-
-    def __init__(self, folder: Path):
-        self.folder = folder
-        self.meta, rows = read_index(folder)
-        self.rows = [r for r in rows if r.get("status") == "completed" and r.get("final_test_error") is not None]
-        self.scale = (self.meta.get("base") or {}).get("scale", "full")
-        self.key = self.meta.get("name", folder.name).removesuffix("-quick")
-        envs = [json.loads(p.read_text()) for p in sorted(folder.glob("*/env.json"))]
-        self.devices = sorted({e.get("device_name", "?") for e in envs})
-        self.commits = sorted({(e.get("git_commit") or "?")[:12] for e in envs})
-        self.versions = sorted({f"torch {e.get('torch')}, python {e.get('python')}" for e in envs})
-        self.seconds = sum(r.get("wall_seconds") or 0.0 for r in self.rows)
-
-    def by(self, key) -> dict:
-        out = defaultdict(list)
-        for r in self.rows:
-            out[key(r)].append(r)
-        return out
-
-
-def find(roots: list[Path]) -> dict[tuple[str, str], Result]:
-    """(config key, scale) -> Result, for every paper sweep folder in or under the given folders."""
-    found = {}
-    for root in roots:
-        for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:
-            if is_sweep(folder):
-                res = Result(folder)
-                if res.key in paper.CONFIGS:
-                    found[(res.key, res.scale)] = res
-    return found
-
-
-def stats(rows: list[dict], column: str = "final_test_error") -> tuple[float, float, int]:
-    """Mean and sample std (ddof 1) in percent, and n."""
-    v = np.array([r[column] for r in rows], dtype=float) * 100
-    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
-
-
-def pm(m: float, s: float, n: int) -> str:
-    return f"{m:.2f} ± {s:.2f} (n={n})"
-
-
-def retention(r: dict) -> float:
-    return round(1 - r["model.dropout.p_hidden"], 3)
-
+from .verdicts import Result, find, mc_results, met_line, pm, stats, targets, verdict, verdict_line
 
 # ----------------------------------------------------------------------------------------------
 # tables
@@ -93,104 +37,6 @@ def table(t: paper.Table, res: Result) -> list[str]:
                      f"{'/'.join(f'{x:,}' for x in steps)} | {', '.join(res.devices)} |")
     return lines
 
-
-# ----------------------------------------------------------------------------------------------
-# verdicts: each returns (holds: bool | None, the numbers it rests on)
-
-
-def verdict_table9(res: Result):
-    g = {k: stats(v)[0] for k, v in res.by(lambda r: r.get("label")).items() if k}
-    if any(label not in g for grp in paper.TABLE9_ORDER for label in grp):
-        return None, "some rows not run"
-    ok = all(max(g[a] for a in worse) > min(g[b] for b in better)
-             for worse, better in zip(paper.TABLE9_ORDER, paper.TABLE9_ORDER[1:]))
-    nums = "; ".join(f"{label} {g[label]:.2f}%" for grp in paper.TABLE9_ORDER for label in grp)
-    return ok, f"means: {nums}"
-
-
-def verdict_fig4(res: Result):
-    net = lambda r: "x".join(str(n) for n in r["model.hidden"])  # noqa: E731
-    drop = {k: stats(v)[0] for k, v in res.by(lambda r: net(r) if r["dropout"] else None).items() if k}
-    ctrl = {k: stats(v)[0] for k, v in res.by(lambda r: None if r["dropout"] else net(r)).items() if k}
-    if not drop or not ctrl:
-        return None, "no dropout or no control runs"
-    ok = max(drop.values()) < min(ctrl.values())
-    return ok, (f"with dropout {min(drop.values()):.2f}-{max(drop.values()):.2f}% over {len(drop)} nets, "
-                f"without {min(ctrl.values()):.2f}-{max(ctrl.values()):.2f}% over {len(ctrl)} nets "
-                "(holds when the clusters do not overlap)")
-
-
-def _curve(res: Result) -> dict[float, tuple[float, float, int]]:
-    return {p: stats(v) for p, v in sorted(res.by(retention).items())}
-
-
-def verdict_fig9a(res: Result):
-    c = _curve(res)
-    flat = [c[p][0] for p in c if 0.4 <= p <= 0.8]
-    if 0.1 not in c or len(flat) < 3:
-        return None, "retention 0.1 or the 0.4-0.8 range not run"
-    rise = c[0.1][0] - min(m for m, _, _ in c.values())
-    spread = max(flat) - min(flat)
-    ok = rise > 0 and spread <= 0.25 * rise
-    return ok, (f"error at p = 0.1 is {c[0.1][0]:.2f}%, {rise:.2f} points above the best; over 0.4 <= p <= 0.8 "
-                f"the means span {spread:.2f} points (holds when that span is at most a quarter of the rise)")
-
-
-def verdict_fig9b(res: Result):
-    c = _curve(res)
-    if 0.5 not in c or len(c) < 3:
-        return None, "too few retention values run"
-    best = min(c, key=lambda p: c[p][0])
-    gap = c[0.5][0] - c[best][0]
-    ok = 0.5 <= best <= 0.7 and gap <= max(0.1, c[best][1])
-    return ok, (f"best p = {best:g} at {c[best][0]:.2f}%; p = 0.5 is {gap:.2f} points behind (holds when the "
-                "best p is 0.5-0.7 and p = 0.5 is within 0.1 points or one std of it)")
-
-
-def verdict_fig10(res: Result):
-    drop = {k: stats(v) for k, v in res.by(lambda r: r["data.train_size"] if r["dropout"] else None).items() if k}
-    ctrl = {k: stats(v) for k, v in res.by(lambda r: None if r["dropout"] else r["data.train_size"]).items() if k}
-    sizes = sorted(set(drop) & set(ctrl))
-    if len(sizes) < 4:
-        return None, "fewer than 4 sizes run with and without dropout"
-    gain = {n: ctrl[n][0] - drop[n][0] for n in sizes}
-    noise = {n: max(drop[n][1], ctrl[n][1]) for n in sizes}
-    small = [n for n in sizes if n <= 500]
-    peak = max(sizes, key=gain.get)
-    ok = (all(gain[n] <= noise[n] for n in small) and peak not in small and peak != sizes[-1]
-          and gain[peak] > gain[sizes[-1]])
-    nums = ", ".join(f"{n:,}: {gain[n]:+.2f}" for n in sizes)
-    return ok, (f"gain of dropout (control − dropout, points) by size: {nums} (holds when the gain at 100 and 500 "
-                "is within one std of zero or below, and it peaks at a middle size)")
-
-
-def mc_results(res: Result) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(res.folder.glob("*/mc.json"))]
-
-
-def verdict_fig11(res: Result):
-    mcs = mc_results(res)
-    if not mcs:
-        return None, "no mc.json"
-    ks = [e["k"] for e in mcs[0]["mc"]]
-    mc = {k: np.mean([m["mc"][i]["mean"] for m in mcs]) * 100 for i, k in enumerate(ks)}
-    sd = {k: np.mean([m["mc"][i]["std"] for m in mcs]) * 100 for i, k in enumerate(ks)}
-    ws = np.mean([m["weight_scaling"]["test_error"] for m in mcs]) * 100
-    if 50 not in mc or max(ks) <= 50:
-        return None, "k = 50 and a larger k not both run"
-    big = max(ks)
-    ok = abs(mc[50] - ws) <= sd[50] and mc[big] <= ws + sd[big] and mc[1] > mc[big]
-    return ok, (f"weight scaling {ws:.2f}%; MC k=1 {mc[1]:.2f}%, k=50 {mc[50]:.2f} ± {sd[50]:.2f}%, "
-                f"k={big} {mc[big]:.2f} ± {sd[big]:.2f}% over {len(mcs)} nets (holds when k=50 is within one std "
-                f"of weight scaling, k={big} is no worse than it by more than one std, and k=1 is worse than k={big})")
-
-
-VERDICTS = {"table9": verdict_table9, "fig4": verdict_fig4, "fig9a": verdict_fig9a, "fig9b": verdict_fig9b,
-            "fig10": verdict_fig10, "fig11": verdict_fig11}
-
-
-def verdict_line(v: bool | None) -> str:
-    return {True: "**holds**", False: "**does not hold**", None: "not run"}[v]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -339,7 +185,7 @@ def build(roots: list[Path], out: Path, command: str) -> str:
             md += table(t, res) + [""]
             png = plot_table(t, res, fig_dir)
             md += [f"![{t.title}, {scale}]({_rel(png, out.parent)})", ""]
-            if key == "table2":
+            if key == "table2" and not headline:  # the README's headline: full scale where it ran
                 headline = table(t, res)
         if t.out_of_scope:
             md += ["Out of scope: " + "; ".join(f"{r.label} ({r.error:.2f})" for r in t.out_of_scope)
@@ -348,8 +194,10 @@ def build(roots: list[Path], out: Path, command: str) -> str:
     for key, (title, text) in paper.CLAIMS.items():
         present = [s for s in ("full", "quick") if (key, s) in found] or [None]
         for scale in present:
-            v, nums = VERDICTS[key](found[(key, scale)]) if scale else (None, "")
+            v, nums = verdict(key, found[(key, scale)]) if scale else (None, "")
             md.append(f"| {title} | {text} | {verdict_line(v)} | {scale or ''} | {nums} |")
+    md += ["", "## Long-term targets", "", "| target | met? | the numbers |", "|---|---|---|"]
+    md += [f"| {t} | {met_line(v)} | {nums} |" for t, v, nums in targets(found)]
     md.append("")
     figures = []
     for key in ("fig4", "fig9a", "fig9b", "fig10"):
@@ -372,14 +220,18 @@ def build(roots: list[Path], out: Path, command: str) -> str:
     if figures:
         md += ["## Figures", "", "Made by `dropout-lab plot` in each results folder.", ""]
         md += [f + "\n" for f in figures]
-    md += ["## Provenance", "", "| config | scale | runs | compute (s) | devices | commits | versions |",
-           "|---|---|---|---|---|---|---|"]
-    total = 0.0
+    md += ["## Provenance", "", "| config | scale | runs | sweep wall time (s) | run time, summed (s) | devices | "
+           "commits | versions |", "|---|---|---|---|---|---|---|---|"]
+    total = wall = 0.0
     for (key, scale), res in sorted(found.items()):
         total += res.seconds
-        md.append(f"| {key} | {scale} | {len(res.rows)} | {res.seconds:,.0f} | {', '.join(res.devices)} | "
-                  f"{', '.join(res.commits)} | {'; '.join(res.versions)} |")
-    md += ["", f"Total compute over these runs: {total / 60:,.1f} min (sum of each run's wall time; stacked runs "
-           "share their time, so the wall time of the sweeps is smaller).", ""]
+        w = sum(s["wall_seconds"] for s in res.sessions)
+        wall += w
+        md.append(f"| {key} | {scale} | {len(res.rows)} | {f'{w:,.0f}' if res.sessions else 'not recorded'} | "
+                  f"{res.seconds:,.0f} | {', '.join(res.devices)} | {', '.join(res.commits)} | "
+                  f"{'; '.join(res.versions)} |")
+    md += ["", f"Sweep wall time: {wall / 60:,.1f} min, the sum of the `sweep` sessions that trained these runs "
+           f"(sessions.jsonl). Run time, summed: {total / 60:,.1f} min, each run's own wall time; the runs of a "
+           "stack train together and share it.", ""]
     atomic_write(out, "\n".join(md))
     return "\n".join(headline)

@@ -8,6 +8,7 @@
     summary.json   written last, atomically; its presence with status 'completed' marks a finished run
     checkpoint.pt  model, optimiser and RNG state of an unfinished run (git-ignored, removed on completion)
 <out>/<name>/index.csv, sweep.yaml   one row per run of the last sweep; the sweep as resolved
+<out>/<name>/sessions.jsonl          one line per `sweep` invocation that trained: its wall time, device, outcome
 <out>/<name>/.lock                   held by the one process writing into the folder
 Errors are fractions in files and percentages on screen.
 """
@@ -274,6 +275,26 @@ def write_index(folder: Path, rows: list[dict], keys: list[str]) -> None:
     for r in rows:
         w.writerow({c: cell(r.get(c)) for c in columns})
     atomic_write(folder / "index.csv", buf.getvalue())
+
+
+def append_session(folder: Path, record: dict) -> None:
+    """One JSON line per sweep invocation that trained something. The sum of their wall times is the time
+    the sweep took, resumptions included; per-run wall times cannot give it, since a stack's runs share it."""
+    with open(folder / "sessions.jsonl", "a") as f:
+        f.write(json.dumps(record) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_sessions(folder: Path) -> list[dict]:
+    path = folder / "sessions.jsonl"
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        with contextlib.suppress(json.JSONDecodeError):  # a line cut by a crash is skipped, not fatal
+            out.append(json.loads(line))
+    return out
 
 
 def run_dirs(results_dir: Path) -> list[Path]:

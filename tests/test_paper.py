@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dropout_lab import paper, report, scale
+from dropout_lab import paper, scale, verdicts
 from dropout_lab.config import load
 from dropout_lab.sweep import load_sweep
 
@@ -113,7 +113,7 @@ def test_verdicts_follow_the_data(tmp_path):
                 for dr, e in ((True, drop_err), (False, ctrl_err))]
 
     def v4(where, rows):
-        return report.verdict_fig4(report.Result(_fake_sweep(tmp_path / where, "fig4", rows, ["model.hidden"])))[0]
+        return verdicts.verdict_fig4(verdicts.Result(_fake_sweep(tmp_path / where, "fig4", rows, ["model.hidden"])))[0]
 
     ok, bad = v4("a", fig4(0.011, 0.017)), v4("b", fig4(0.017, 0.011))
     assert ok is True and bad is False
@@ -124,14 +124,56 @@ def test_verdicts_follow_the_data(tmp_path):
 
     flat = {0.1: 0.05, 0.2: 0.03, 0.4: 0.0120, 0.5: 0.0115, 0.6: 0.0118, 0.8: 0.0121}
     tilted = {**flat, 0.4: 0.025}
-    assert report.verdict_fig9a(report.Result(_fake_sweep(tmp_path / "c", "fig9a", fig9a(flat),
+    assert verdicts.verdict_fig9a(verdicts.Result(_fake_sweep(tmp_path / "c", "fig9a", fig9a(flat),
                                                            ["model.dropout.p_hidden"])))[0] is True
-    assert report.verdict_fig9a(report.Result(_fake_sweep(tmp_path / "d", "fig9a", fig9a(tilted),
+    assert verdicts.verdict_fig9a(verdicts.Result(_fake_sweep(tmp_path / "d", "fig9a", fig9a(tilted),
                                                            ["model.dropout.p_hidden"])))[0] is False
 
     order = ["L2", "L2 + L1", "L2 + KL-sparsity", "max-norm", "dropout + L2", "dropout + max-norm"]
     t9 = [{"label": lab, "seed": s, "dropout": False, "final_test_error": e}
           for lab, e in zip(order, [0.0162, 0.0160, 0.0155, 0.0135, 0.0125, 0.0105]) for s in range(2)]
-    assert report.verdict_table9(report.Result(_fake_sweep(tmp_path / "e", "table9", t9, ["label"])))[0] is True
+    assert verdicts.verdict_table9(verdicts.Result(_fake_sweep(tmp_path / "e", "table9", t9, ["label"])))[0] is True
     t9[-1]["final_test_error"] = t9[-2]["final_test_error"] = 0.02  # dropout + max-norm now the worst
-    assert report.verdict_table9(report.Result(_fake_sweep(tmp_path / "f", "table9", t9, ["label"])))[0] is False
+    assert verdicts.verdict_table9(verdicts.Result(_fake_sweep(tmp_path / "f", "table9", t9, ["label"])))[0] is False
+
+
+def test_targets_need_full_scale_and_follow_the_numbers(tmp_path):
+    def table2(where, scale_, shift):
+        rows = [{"label": row.label, "seed": s, "dropout": True, "final_test_error": (row.error + shift + d) / 100}
+                for row in paper.TABLES["table2"].rows[1:] for s, d in enumerate((-0.02, 0.0, 0.02))]
+        _fake_sweep(tmp_path / where, "table2", rows, ["label"], scale_)
+        return verdicts.targets(verdicts.find([tmp_path / where]))
+
+    assert table2("quick", "quick", 0.0)[0][1] is None  # quick rows never meet a target, however close
+    assert table2("near", "full", 0.08)[0][1] is True
+    far = table2("far", "full", 0.12)[0]
+    assert far[1] is False and "+0.12" in far[2]
+
+
+def test_suite_time_target_sums_the_sweep_sessions_of_every_full_config(tmp_path):
+    def suite(where, minutes, device="NVIDIA H100 80GB HBM3"):
+        for key in paper.CONFIGS:
+            folder = _fake_sweep(tmp_path / where, key, [{"label": "x", "seed": 0, "dropout": True,
+                                                          "final_test_error": 0.01}], ["label"], "full")
+            for part in (0.25, 0.75):  # a sweep interrupted once and resumed: both sessions count
+                (folder / "sessions.jsonl").open("a").write(json.dumps(
+                    {"wall_seconds": part * minutes * 60 / len(paper.CONFIGS), "device_name": device}) + "\n")
+        return verdicts.targets(verdicts.find([tmp_path / where]))[-1]
+
+    assert suite("fast", 29.0)[1] is True
+    slow = suite("slow", 31.0)
+    assert slow[1] is False and "31.0 min" in slow[2]
+    assert suite("elsewhere", 10.0, device="cpu (x86_64, 2 cores)")[1] is None  # not an H100: not measured
+    assert verdicts.targets({})[-1][1] is None
+
+
+def test_readme_opens_with_the_reports_headline_table(tmp_path):
+    """The README's first table is Table 2 as `dropout-lab report` makes it from the committed results."""
+    from dropout_lab.report import build
+
+    headline = build([ROOT / "results"], tmp_path / "REPORT.md", "dropout-lab report")
+    assert headline.startswith("| Table 2 row |"), "no Table 2 results committed under results/"
+    readme = (ROOT / "README.md").read_text()
+    first_table = readme.index("\n|")
+    assert readme[first_table + 1:].startswith(headline + "\n")
+    assert "dropout-lab report" in readme[:first_table]

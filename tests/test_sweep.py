@@ -11,7 +11,7 @@ import yaml
 
 from dropout_lab import runner
 from dropout_lab.config import ConfigError
-from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock, read_metrics, read_summary
+from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock, read_metrics, read_sessions, read_summary
 from dropout_lab.runner import plan, survey
 from dropout_lab.sweep import expand, load_sweep, shipped
 
@@ -180,6 +180,13 @@ def test_sweep_writes_index_and_a_rerun_skips_everything(tmp_path):
     r = cli("sweep", path, "--out", tmp_path / "res")
     assert r.returncode == 0 and "6 already done; 0 stacks" in " ".join(r.stderr.split())
     assert stamps == {x["run_id"]: (folder / x["run_id"] / "summary.json").stat().st_mtime_ns for x in rows}
+    # one session for the invocation that trained, none for the one that had nothing to do
+    [session] = read_sessions(folder)
+    assert session["outcome"] == "completed" and session["runs"] == 6 and session["device"] == "cpu"
+    assert session["model_steps"] == sum(int(x["steps_completed"]) for x in rows) > 0
+    assert 0 < session["wall_seconds"] < 600
+    assert cli("sweep", path, "--out", tmp_path / "res", "--force").returncode == 0
+    assert len(read_sessions(folder)) == 1  # --force retrains everything: the earlier session is void
 
 
 def test_dry_run_trains_nothing(tmp_path):
@@ -255,6 +262,8 @@ def test_ctrl_c_then_kill_then_rerun_loses_nothing(tmp_path):
             assert len(list((tmp_path / "cut" / "tiny").glob("*/checkpoint.pt"))) == 6
     r = cli("sweep", path, "--out", tmp_path / "cut")
     assert r.returncode == 0, r.stderr
+    # the SIGKILLed invocation could write nothing; the interrupted one and the rerun each left a line
+    assert [x["outcome"] for x in read_sessions(tmp_path / "cut" / "tiny")] == ["interrupted", "completed"]
     for d in (tmp_path / "whole" / "tiny").glob("*/"):
         if (d / "metrics.csv").exists():
             assert curves(d) == curves(tmp_path / "cut" / "tiny" / d.name)

@@ -1,0 +1,224 @@
+"""The paper's claims checked against results folders: reading them, mean ± std over seeds, a verdict per
+qualitative claim (holds / does not hold / not run, with the numbers it rests on) and the long-term targets.
+
+report.py turns these into results/REPORT.md; tests/test_paper.py makes each verdict flip when the numbers do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+
+from . import paper
+from .results import read_sessions
+from .sweep_plot import is_sweep, read_index
+
+# ----------------------------------------------------------------------------------------------
+# reading results
+
+
+class Result:
+    """One results folder of a paper config: its index rows (completed runs only) and provenance."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.meta, rows = read_index(folder)
+        self.rows = [r for r in rows if r.get("status") == "completed" and r.get("final_test_error") is not None]
+        self.scale = (self.meta.get("base") or {}).get("scale", "full")
+        self.key = self.meta.get("name", folder.name).removesuffix("-quick")
+        envs = [json.loads(p.read_text()) for p in sorted(folder.glob("*/env.json"))]
+        self.devices = sorted({e.get("device_name", "?") for e in envs})
+        self.commits = sorted({(e.get("git_commit") or "?")[:12] for e in envs})
+        self.versions = sorted({f"torch {e.get('torch')}, python {e.get('python')}" for e in envs})
+        self.seconds = sum(r.get("wall_seconds") or 0.0 for r in self.rows)
+        self.sessions = read_sessions(folder)
+
+    def by(self, key) -> dict:
+        out = defaultdict(list)
+        for r in self.rows:
+            out[key(r)].append(r)
+        return out
+
+
+def find(roots: list[Path]) -> dict[tuple[str, str], Result]:
+    """(config key, scale) -> Result, for every paper sweep folder in or under the given folders."""
+    found = {}
+    for root in roots:
+        for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:
+            if is_sweep(folder):
+                res = Result(folder)
+                if res.key in paper.CONFIGS:
+                    found[(res.key, res.scale)] = res
+    return found
+
+
+def stats(rows: list[dict], column: str = "final_test_error") -> tuple[float, float, int]:
+    """Mean and sample std (ddof 1) in percent, and n."""
+    v = np.array([r[column] for r in rows], dtype=float) * 100
+    return float(v.mean()), float(v.std(ddof=1)) if len(v) > 1 else 0.0, len(v)
+
+
+def pm(m: float, s: float, n: int) -> str:
+    return f"{m:.2f} ± {s:.2f} (n={n})"
+
+
+def retention(r: dict) -> float:
+    return round(1 - r["model.dropout.p_hidden"], 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# verdicts: each returns (holds: bool | None, the numbers it rests on)
+
+
+def verdict_table9(res: Result):
+    g = {k: stats(v)[0] for k, v in res.by(lambda r: r.get("label")).items() if k}
+    if any(label not in g for grp in paper.TABLE9_ORDER for label in grp):
+        return None, "some rows not run"
+    ok = all(max(g[a] for a in worse) > min(g[b] for b in better)
+             for worse, better in zip(paper.TABLE9_ORDER, paper.TABLE9_ORDER[1:]))
+    nums = "; ".join(f"{label} {g[label]:.2f}%" for grp in paper.TABLE9_ORDER for label in grp)
+    return ok, f"means: {nums}"
+
+
+def verdict_fig4(res: Result):
+    net = lambda r: "x".join(str(n) for n in r["model.hidden"])  # noqa: E731
+    drop = {k: stats(v)[0] for k, v in res.by(lambda r: net(r) if r["dropout"] else None).items() if k}
+    ctrl = {k: stats(v)[0] for k, v in res.by(lambda r: None if r["dropout"] else net(r)).items() if k}
+    if not drop or not ctrl:
+        return None, "no dropout or no control runs"
+    ok = max(drop.values()) < min(ctrl.values())
+    return ok, (f"with dropout {min(drop.values()):.2f}-{max(drop.values()):.2f}% over {len(drop)} nets, "
+                f"without {min(ctrl.values()):.2f}-{max(ctrl.values()):.2f}% over {len(ctrl)} nets "
+                "(holds when the clusters do not overlap)")
+
+
+def _curve(res: Result) -> dict[float, tuple[float, float, int]]:
+    return {p: stats(v) for p, v in sorted(res.by(retention).items())}
+
+
+def verdict_fig9a(res: Result):
+    c = _curve(res)
+    flat = [c[p][0] for p in c if 0.4 <= p <= 0.8]
+    if 0.1 not in c or len(flat) < 3:
+        return None, "retention 0.1 or the 0.4-0.8 range not run"
+    rise = c[0.1][0] - min(m for m, _, _ in c.values())
+    spread = max(flat) - min(flat)
+    ok = rise > 0 and spread <= 0.25 * rise
+    return ok, (f"error at p = 0.1 is {c[0.1][0]:.2f}%, {rise:.2f} points above the best; over 0.4 <= p <= 0.8 "
+                f"the means span {spread:.2f} points (holds when that span is at most a quarter of the rise)")
+
+
+def verdict_fig9b(res: Result):
+    c = _curve(res)
+    if 0.5 not in c or len(c) < 3:
+        return None, "too few retention values run"
+    best = min(c, key=lambda p: c[p][0])
+    gap = c[0.5][0] - c[best][0]
+    ok = 0.5 <= best <= 0.7 and gap <= max(0.1, c[best][1])
+    return ok, (f"best p = {best:g} at {c[best][0]:.2f}%; p = 0.5 is {gap:.2f} points behind (holds when the "
+                "best p is 0.5-0.7 and p = 0.5 is within 0.1 points or one std of it)")
+
+
+def verdict_fig10(res: Result):
+    drop = {k: stats(v) for k, v in res.by(lambda r: r["data.train_size"] if r["dropout"] else None).items() if k}
+    ctrl = {k: stats(v) for k, v in res.by(lambda r: None if r["dropout"] else r["data.train_size"]).items() if k}
+    sizes = sorted(set(drop) & set(ctrl))
+    if len(sizes) < 4:
+        return None, "fewer than 4 sizes run with and without dropout"
+    gain = {n: ctrl[n][0] - drop[n][0] for n in sizes}
+    noise = {n: max(drop[n][1], ctrl[n][1]) for n in sizes}
+    small = [n for n in sizes if n <= 500]
+    peak = max(sizes, key=gain.get)
+    ok = (all(gain[n] <= noise[n] for n in small) and peak not in small and peak != sizes[-1]
+          and gain[peak] > gain[sizes[-1]])
+    nums = ", ".join(f"{n:,}: {gain[n]:+.2f}" for n in sizes)
+    return ok, (f"gain of dropout (control − dropout, points) by size: {nums} (holds when the gain at 100 and 500 "
+                "is within one std of zero or below, and it peaks at a middle size)")
+
+
+def mc_results(res: Result) -> list[dict]:
+    return [json.loads(p.read_text()) for p in sorted(res.folder.glob("*/mc.json"))]
+
+
+def verdict_fig11(res: Result):
+    mcs = mc_results(res)
+    if not mcs:
+        return None, "no mc.json"
+    ks = [e["k"] for e in mcs[0]["mc"]]
+    mc = {k: np.mean([m["mc"][i]["mean"] for m in mcs]) * 100 for i, k in enumerate(ks)}
+    sd = {k: np.mean([m["mc"][i]["std"] for m in mcs]) * 100 for i, k in enumerate(ks)}
+    ws = np.mean([m["weight_scaling"]["test_error"] for m in mcs]) * 100
+    if 50 not in mc or max(ks) <= 50:
+        return None, "k = 50 and a larger k not both run"
+    big = max(ks)
+    ok = abs(mc[50] - ws) <= sd[50] and mc[big] <= ws + sd[big] and mc[1] > mc[big]
+    return ok, (f"weight scaling {ws:.2f}%; MC k=1 {mc[1]:.2f}%, k=50 {mc[50]:.2f} ± {sd[50]:.2f}%, "
+                f"k={big} {mc[big]:.2f} ± {sd[big]:.2f}% over {len(mcs)} nets (holds when k=50 is within one std "
+                f"of weight scaling, k={big} is no worse than it by more than one std, and k=1 is worse than k={big})")
+
+
+VERDICTS = {"table9": verdict_table9, "fig4": verdict_fig4, "fig9a": verdict_fig9a, "fig9b": verdict_fig9b,
+            "fig10": verdict_fig10, "fig11": verdict_fig11}
+
+
+def verdict(key: str, res: Result) -> tuple[bool | None, str]:
+    """VERDICTS[key] on res; a folder that lacks a column the claim needs is 'not run', not a crash."""
+    try:
+        return VERDICTS[key](res)
+    except KeyError as e:
+        return None, f"{res.folder.name}/index.csv has no column {e}"
+
+
+def verdict_line(v: bool | None) -> str:
+    return {True: "**holds**", False: "**does not hold**", None: "not run"}[v]
+
+
+# ----------------------------------------------------------------------------------------------
+# the issue's long-term targets, each met only at full scale
+
+
+def met_line(v: bool | None) -> str:
+    return {True: "**met**", False: "**not met**", None: "not measured"}[v]
+
+
+def targets(found: dict[tuple[str, str], Result]) -> list[tuple[str, bool | None, str]]:
+    """(target, met?, the numbers): met needs full-scale results; quick ones are shown but never meet a target."""
+    out = []
+    t2 = found.get(("table2", "full"))
+    if t2 is None:
+        out.append((TARGETS[0], None, "Table 2 has not run at full scale"))
+    else:
+        groups, diffs = t2.by(lambda r: r.get("label")), []
+        for row in paper.TABLES["table2"].rows[1:]:  # the dropout rows; the first is the plain net
+            runs = groups.get(row.label, [])
+            diffs.append((row.label, stats(runs)[0] - row.error if len(runs) >= 3 else None))
+        ok = all(d is not None and abs(d) <= 0.10 for _, d in diffs)
+        out.append((TARGETS[0], ok, "; ".join(f"{lbl} {'fewer than 3 seeds' if d is None else f'{d:+.2f}'}"
+                                             for lbl, d in diffs)))
+    for target, keys in ((TARGETS[1], ("table9",)), (TARGETS[2], tuple(VERDICTS))):
+        full = [verdict(k, found[(k, "full")])[0] if (k, "full") in found else None for k in keys]
+        quick = [f"{k} {verdict_line(verdict(k, found[(k, 'quick')])[0])}" for k in keys if (k, "quick") in found]
+        met = False if False in full else (True if all(v is True for v in full) else None)
+        nums = "full scale: " + (", ".join(f"{k} {verdict_line(v)}" for k, v in zip(keys, full)))
+        out.append((target, met, nums + ("; quick scale (does not count): " + ", ".join(quick) if quick else "")))
+    sessions = {k: found[(k, "full")].sessions for k in paper.CONFIGS if (k, "full") in found}
+    devices = sorted({s.get("device_name", "?") for ss in sessions.values() for s in ss})
+    if len(sessions) < len(paper.CONFIGS) or not all(sessions.values()):
+        out.append((TARGETS[3], None, f"{len(sessions)} of {len(paper.CONFIGS)} configs have full-scale sweep "
+                                      "sessions recorded"))
+    else:
+        minutes = sum(s["wall_seconds"] for ss in sessions.values() for s in ss) / 60
+        h100 = len(devices) == 1 and "H100" in devices[0]
+        out.append((TARGETS[3], (minutes <= 30) if h100 else None,
+                    f"{minutes:,.1f} min of sweep sessions on {', '.join(devices)}"
+                    + ("" if h100 else " (not one H100: the target is not measured)")))
+    return out
+
+
+TARGETS = ("every Table 2 dropout row within ±0.10 points of the paper (mean of 3 seeds, full scale)",
+           "Table 9's ordering holds (full scale)",
+           "every qualitative claim holds (full scale)",
+           "the whole full-scale suite runs in ≤ 30 min on one H100")
