@@ -258,7 +258,7 @@ def sweep(
         out_console.print(
             f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; "
             f"{model_steps(stacks, datasets):,} model-steps left in {_n(len(stacks), 'stack')}; "
-            f"about {seconds / 60:.1f} min on {dev} (timed from a few steps of each structure; "
+            f"about {_duration(seconds)} on {dev} (timed from a few steps of each structure; "
             f"{'Ray runs stacks in parallel' if backend == 'ray' else 'one stack after another'})", highlight=False)
         return
 
@@ -315,6 +315,12 @@ def sweep(
     out_console.print(f"index: {root / 'index.csv'}   plots: dropout-lab plot {root}", highlight=False)
     _exit_on_failures(runs)
 
+
+def _duration(seconds: float) -> str:
+    """An estimate in the unit a person plans with: 1.4 min, 7.2 h, 51 days."""
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h" if seconds < 48 * 3600 else f"{seconds / 86400:,.0f} days"
 
 @app.command()
 def plot(
