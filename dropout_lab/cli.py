@@ -218,7 +218,7 @@ def sweep(
                                                    "widths /8, updates /500, 10k images; see scale.py)"),
 ) -> None:
     """Train every run of a sweep, packed into stacks; skip finished runs, resume partial ones."""
-    from .results import FolderBusy, append_session, env_info, folder_lock, write_index
+    from .results import FolderBusy, append_session, command_line, env_info, folder_lock, write_index
     from .runner import FailFast, estimate_seconds, execute, load_datasets, model_steps, plan, survey
     from .sweep import load_sweep, shipped, write_sweep_yaml
 
@@ -262,7 +262,7 @@ def sweep(
             f"{'Ray runs stacks in parallel' if backend == 'ray' else 'one stack after another'})", highlight=False)
         return
 
-    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    command = command_line()
     try:
         with folder_lock(root):
             runs = survey(sw.runs, root, sw.values, force)
@@ -369,13 +369,18 @@ def report(
 ) -> None:
     """The paper's MNIST tables and claims next to ours, from finished runs; trains nothing."""
     from .report import build
+    from .results import command_line
 
     roots = list(results or [Path("results")])
     for r in roots:
         if not r.is_dir():
             fail(f"results folder '{r}' not found", 2)
-    command = " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])
-    headline = build(roots, out, command)
+    if out.suffix != ".md" or (out.parent.exists() and not out.parent.is_dir()):
+        fail(f"--out = {out}: must be a .md file in a folder (its figures go next to it, in report/)", 2)
+    try:
+        headline = build(roots, out, command_line())
+    except OSError as e:
+        fail(f"--out = {out}: cannot write the report there ({e.strerror})", 1)
     out_console.print(headline or "no Table 2 results yet", highlight=False, markup=False)
     out_console.print(f"report: {out}", highlight=False)
 
@@ -386,10 +391,11 @@ def beyond_ridge(
     quick: bool = typer.Option(False, "--quick", help="a smaller run, well under a minute"),
 ) -> None:
     """Section 9.1: is dropout just L2? Input dropout vs its ridge penalty on MNIST softmax regression."""
+    from .results import command_line
     from .ridge import experiment
 
     try:
-        summary = experiment(out, quick=quick, command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+        summary = experiment(out, quick=quick, command=command_line())
     except data_mod.DataError as e:
         fail(str(e), 1)
     t = Table(title="section 9.1 on MNIST softmax regression (short CPU run)")
@@ -410,9 +416,10 @@ def beyond_features(
 ) -> None:
     """Figures 7 and 8: first-layer features and hidden-unit sparsity, with and without dropout."""
     from .features import experiment
+    from .results import command_line
 
     try:
-        result = experiment(config, out, set_, command=" ".join([Path(sys.argv[0]).name, *sys.argv[1:]]))
+        result = experiment(config, out, set_, command=command_line())
     except ConfigError as e:
         fail(str(e), 2)
     except data_mod.DataError as e:

@@ -269,7 +269,11 @@ def load_mnist(from_dir: Path | None = None, log: Callable[[str], None] = lambda
 # spiral toy
 
 
-def spiral(seed: int = 0, points_per_class: int = 2000, classes: int = 3, noise: float = 0.2) -> Dataset:
+SPIRAL_POINTS, SPIRAL_CLASSES = 2000, 3  # per class; half of all points train, half test
+
+
+def spiral(seed: int = 0, points_per_class: int = SPIRAL_POINTS, classes: int = SPIRAL_CLASSES,
+           noise: float = 0.2) -> Dataset:
     """The classic 2-D spiral arms (cs231n; the seed note's example), half train, half test."""
     rng = np.random.default_rng(seed)
     xs, ys = [], []
@@ -284,6 +288,10 @@ def spiral(seed: int = 0, points_per_class: int = 2000, classes: int = 3, noise:
     x, y = x[order], y[order]
     half = len(y) // 2
     return Dataset("spiral", x[:half], y[:half], x[half:], y[half:])
+
+
+# training pool of each dataset, before any validation split or subset: what a config's sizes are cut from
+TRAIN_POOL = {"mnist": MNIST_SHAPES["y_train"][0], "spiral": SPIRAL_POINTS * SPIRAL_CLASSES // 2}
 
 
 def load(name: str, log: Callable[[str], None] = lambda s: None) -> Dataset:

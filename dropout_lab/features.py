@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,7 +25,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import data as data_mod  # noqa: E402
 from .config import Config, ConfigError, load  # noqa: E402
-from .results import atomic_write, env_info  # noqa: E402
+from .results import atomic_write, env_info, save_figure  # noqa: E402
 from .runner import check_sizes  # noqa: E402
 from .train import StackTrainer, pack, resolve_device  # noqa: E402
 
@@ -132,14 +131,10 @@ def tile_mosaic(w: np.ndarray, n: int = TILES, gap: int = 1) -> np.ndarray:
 
 
 def _save_png(fig, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")  # readers see the old plot or the new one, never half of it
     try:
-        fig.savefig(tmp, format="png", dpi=110)
-        os.replace(tmp, path)
+        return save_figure(fig, path, dpi=110)
     finally:
         plt.close(fig)
-        tmp.unlink(missing_ok=True)
-    return path
 
 
 def _err(stats: dict, k: int) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paper
-from .results import atomic_write
+from .results import atomic_write, save_figure
 from .verdicts import Result, find, mc_results, met_line, pm, stats, targets, verdict, verdict_line
 
 # ----------------------------------------------------------------------------------------------
@@ -103,12 +103,10 @@ def plot_fig11(res: Result, out: Path) -> Path | None:
 
 
 def _save(fig, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    _plt().close(fig)
-    tmp.replace(path)
-    return path
+    try:
+        return save_figure(fig, path)
+    finally:
+        _plt().close(fig)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -26,6 +26,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -38,20 +39,34 @@ METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "train_error"
                   "val_error", "seconds"]
 
 
-def atomic_write(path: Path, text: str) -> None:
-    """Write via a temp file in the same folder and rename: readers see the old file or the new one."""
+def _replace(path: Path, write: Callable[[str], None]) -> None:
+    """write(tmp) fills a temp file in the same folder, then a rename: readers see the old file or the new one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
+        write(tmp)
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for reading
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def atomic_write(path: Path, text: str) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _replace(path, write)
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> Path:
+    """A matplotlib figure saved atomically, in the format its suffix names (.png, .svg)."""
+    _replace(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix[1:]))
+    return path
 
 
 def read_summary(run_dir: Path) -> dict | None:
@@ -83,10 +98,14 @@ def device_name(device: torch.device) -> str:
            f"{torch.get_num_threads()} torch threads)"
 
 
+def command_line() -> str:
+    """The command as typed, with no machine path in it."""
+    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+
+
 def env_info(device: torch.device) -> dict:
     import numpy
 
-    argv = [Path(sys.argv[0]).name, *sys.argv[1:]]  # no machine path in the record
     return {
         "dropout_lab": __version__,
         "python": platform.python_version(),
@@ -96,7 +115,7 @@ def env_info(device: torch.device) -> dict:
         "device_name": device_name(device),
         "cuda": torch.version.cuda,
         "git_commit": git_commit(),
-        "command": shlex.join(argv),
+        "command": command_line(),
         "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
 
@@ -246,7 +265,7 @@ def folder_lock(folder: Path):
                              "or write elsewhere with --out") from None
         f.seek(0)
         f.truncate()
-        f.write(f"dropout-lab pid {os.getpid()} ({shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])})\n")
+        f.write(f"dropout-lab pid {os.getpid()} ({command_line()})\n")
         f.flush()
         yield
     finally:

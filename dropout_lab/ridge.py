@@ -23,13 +23,13 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from .results import atomic_write, env_info, save_figure
 
 SCALINGS = ("inverted", "weight")
 
@@ -145,18 +145,6 @@ def _error(W: torch.Tensor, b: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -
     return float(((x @ W + b).argmax(1) != y).float().mean())
 
 
-def _write_png(fig, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=120, format="png")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _plot(stats: list[dict], settings: dict, path: Path) -> None:
     import matplotlib
 
@@ -182,7 +170,7 @@ def _plot(stats: list[dict], settings: dict, path: Path) -> None:
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=8, loc="best")
     fig.tight_layout()
-    _write_png(fig, path)
+    save_figure(fig, path)
     plt.close(fig)
 
 
@@ -212,7 +200,6 @@ def experiment(out: Path, quick: bool = False, seeds=(0, 1, 2), command: str = "
     (data.split), so the std counts both the subset and the minibatch order/masks. Returns the summary.
     """
     from . import data as data_mod
-    from .results import atomic_write, env_info
 
     out = Path(out)
     settings = {"dataset": "mnist", "n_train": 2000 if quick else 10_000, "epochs": 10 if quick else 30,

@@ -38,6 +38,8 @@ def check_key(key: str, where: str) -> None:
     """A swept key must name one setting of the schema, e.g. model.dropout.p_hidden."""
     model: type[BaseModel] = Config
     parts = key.split(".")
+    if parts[0] == "scale":  # a whole sweep runs at one scale, so its rows are never mixed
+        raise ConfigError(f"{where}: 'scale' cannot be swept; run the sweep again with --scale quick")
     if parts[0] in UNSWEEPABLE:
         raise ConfigError(f"{where}: '{key}' cannot be swept (it does not change what is trained); "
                           f"seeds go in sweep.seeds")

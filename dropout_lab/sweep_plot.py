@@ -23,7 +23,7 @@ import yaml  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from .config import yaml_load  # noqa: E402
-from .results import read_summary, run_dirs  # noqa: E402
+from .results import read_summary, run_dirs, save_figure  # noqa: E402
 
 DROPOUT_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"]
 CONTROL_COLOR = "#555555"
@@ -324,10 +324,10 @@ def _subtitle(folder: Path, sweep: dict, rows: list[dict], keys: list[str], extr
 def _save(fig, out_dir: Path, stem: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{stem}.png", out_dir / f"{stem}.svg"]
-    for p in paths:
-        fig.savefig(p, dpi=120)
-    plt.close(fig)
-    return paths
+    try:
+        return [save_figure(fig, p) for p in paths]
+    finally:
+        plt.close(fig)
 
 
 def plot_sweep(folder: Path, out_dir: Path, x: str | None = None, y: str | None = None) -> list[Path]:

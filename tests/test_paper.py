@@ -177,3 +177,16 @@ def test_readme_opens_with_the_reports_headline_table(tmp_path):
     first_table = readme.index("\n|")
     assert readme[first_table + 1:].startswith(headline + "\n")
     assert "dropout-lab report" in readme[:first_table]
+
+
+def test_report_bad_out_and_unsweepable_scale_are_one_line_errors(tmp_path):
+    (tmp_path / "file").write_text("")
+    for out in (tmp_path / "file" / "REPORT.md", tmp_path / "report.txt"):
+        r = cli("report", tmp_path, "--out", out)
+        assert r.returncode == 2 and r.stderr.strip() == (
+            f"error: --out = {out}: must be a .md file in a folder (its figures go next to it, in report/)")
+    assert not (tmp_path / "report").exists()
+    r = cli("sweep", PAPER / "fig11.yaml", "--dry-run", "--grid", "scale=full,quick")
+    assert r.returncode == 2
+    assert r.stderr.strip() == ("error: sweep.grid.scale: 'scale' cannot be swept; "
+                                "run the sweep again with --scale quick")
