@@ -49,9 +49,19 @@ class ModelConfig(_Strict):
     # fixed: n units per hidden layer; scaled: round(n / (1 - p_hidden)), the paper's rule that a
     # dropout net needs n/(1-p) units to keep n of them on average (section 7.3, Figure 9b).
     width_rule: Literal["fixed", "scaled"] = "fixed"
-    # weights ~ N(0, init_std^2) as in the paper; null = fan-in scaled: sqrt(2/fan_in) for relu,
-    # sqrt(1/fan_in) otherwise. Biases start at 0.
+    # How a layer's weights are drawn (biases start at 0), each layer W ~ N(0, std^2) with
+    #   normal:  std = init_std;
+    #   fan_in:  std = init_std / sqrt(n_in), the layer's fan-in;
+    #   fan_out: std = init_std / sqrt(n_out). This is what deepnet's DENSE_GAUSSIAN_SQRT_FAN_IN computes
+    #            for a dense layer: parameter.py divides sigma by sqrt(dimensions[1]), and an edge's
+    #            dimensions are [n_in, n_out] (edge.py), so the width it divides by is the layer's output.
+    init: Literal["normal", "fan_in", "fan_out"] = "normal"
+    # the std (normal) or the gain sigma (fan_in, fan_out); null = He init sqrt(2/fan_in) for relu,
+    # sqrt(1/fan_in) otherwise, whatever `init` says
     init_std: float | None = 0.01
+    # the first layer's std or sigma; null = init_std. deepnet's example model (examples/ff/
+    # model_dropout.pbtxt) gives its first edge no sigma, so the proto default 0.001 applies there
+    init_std_first: float | None = None
     dropout: DropoutConfig = Field(default_factory=DropoutConfig)
 
     @field_validator("hidden")
@@ -64,11 +74,11 @@ class ModelConfig(_Strict):
                 raise ValueError(f"widths must be positive integers, got {n}")
         return hidden
 
-    @field_validator("init_std")
+    @field_validator("init_std", "init_std_first")
     @classmethod
     def _positive_std(cls, s: float | None) -> float | None:
         if s is not None and s <= 0:
-            raise ValueError("must be > 0, or null for fan-in scaled init")
+            raise ValueError("must be > 0, or null (init_std: He init; init_std_first: the same as init_std)")
         return s
 
 
@@ -89,20 +99,32 @@ class OptimConfig(_Strict):
     lr_schedule: Literal["constant", "exponential", "inverse_t"] = "exponential"
     lr_decay: float = Field(default=0.998, gt=0, le=1)  # per-epoch factor of `exponential`
     lr_half_life: float = Field(default=10_000, gt=0)  # steps at which `inverse_t` halves the lr
-    # momentum ramps linearly from start to end over momentum_ramp_epochs (fractional epochs allowed)
+    # momentum goes from start to end over momentum_ramp_epochs T (epochs; fractional allowed), by
+    #   linear:      m = start + (end - start) * min(t / T, 1)      (the 2012 arXiv paper, Appendix A.2)
+    #   exponential: m = end - (end - start) * exp(-t / T)          (deepnet parameter.py,
+    #                GetMomentumAndEpsilon: T is its momentum_change_steps, here in epochs)
+    # with t the epochs done before the update; T = 0 means m = end from the first update
     momentum_start: float = Field(default=0.5, ge=0, lt=1)
     momentum_end: float = Field(default=0.99, ge=0, lt=1)
     momentum_ramp_epochs: float = Field(default=500, ge=0)
-    # hinton: dw <- m*dw - (1-m)*lr*grad (the paper's rule; the steady-state step is lr*grad);
-    # classical: dw <- m*dw - lr*grad (the steady-state step is lr*grad/(1-m)).
-    momentum_rule: Literal["hinton", "classical"] = "hinton"
+    momentum_schedule: Literal["linear", "exponential"] = "linear"
+    # hinton:    dw <- m*dw - (1-m)*lr*g;  w <- w + dw  (the 2012 arXiv rule; steady-state step lr*g)
+    # classical: dw <- m*dw - lr*g;        w <- w + dw  (steady-state step lr*g/(1-m))
+    # deepnet:   D  <- m*D + g;            w <- w - lr*D (the authors' code, deepnet parameter.py Update:
+    #            lr multiplies the whole accumulated D, so a decaying lr shrinks old gradients too)
+    # g is the batch-mean gradient plus weight_decay*w and l1*sign(w); max-norm follows the update.
+    momentum_rule: Literal["hinton", "classical", "deepnet"] = "hinton"
     # c: after every update each unit's incoming weight vector is rescaled to L2 norm <= c; null = off
     max_norm: float | None = 3.5
     weight_decay: float = Field(default=0.0, ge=0)  # L2 coefficient on weights (not biases)
     l1: float = Field(default=0.0, ge=0)  # L1 coefficient on weights (not biases): adds l1 * sign(w) to the gradient
-    # KL-sparsity (paper Table 9): kl_sparsity * sum over hidden units of KL(kl_target || rho_hat), where
-    # rho_hat is a unit's mean activation over the batch, clamped into (0, 1) (exact for logistic units;
-    # for ReLU it pulls mean activations down towards kl_target); 0 = off
+    # updates done before L1 switches on (paper Table 9: "L2 + L1 applied towards the end of training").
+    # deepnet's apply_l1decay_after = A applies L1 on steps t > A (t from 0), which is l1_after = A + 1 here
+    l1_after: int = Field(default=0, ge=0)
+    # sparsity penalty on each hidden unit's batch-mean activation rho_hat (paper Table 9), weighted by
+    # kl_sparsity (0 = off). Logistic units: KL(kl_target || rho_hat). Other units, whose mean is not a
+    # probability: (rho_hat - kl_target)^2 / 2, whose gradient rho_hat - kl_target is the one deepnet
+    # uses for every unit type but logistic (layer.py GetSparsityGradient with GetSparsityDivisor = 1)
     kl_sparsity: float = Field(default=0.0, ge=0)
     kl_target: float = Field(default=0.05, gt=0, lt=1)  # rho: the wanted mean activation of a hidden unit
     adam_beta1: float = Field(default=0.9, ge=0, lt=1)  # used only by name: adam
@@ -226,7 +248,8 @@ class Config(_Strict):
 
 
 _LATER_KEYS = {"scale": "full", "optim.l1": 0.0, "optim.kl_sparsity": 0.0, "optim.kl_target": 0.05,
-               "eval": EvalConfig().model_dump(mode="json")}
+               "eval": EvalConfig().model_dump(mode="json"), "optim.l1_after": 0,
+               "optim.momentum_schedule": "linear", "model.init": "normal", "model.init_std_first": None}
 
 
 # ----------------------------------------------------------------------------------------------

@@ -34,11 +34,25 @@ def generator(seed: int, device="cpu") -> torch.Generator:
     return g
 
 
+def layer_stds(sizes: Sequence[int], activation: str, rule: str = "normal", std: float | None = 0.01,
+               first: float | None = None) -> list[float]:
+    """The init std of each weight layer (config.ModelConfig.init says what each rule means)."""
+    out = []
+    for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        sigma = first if layer == 0 and first is not None else std
+        if sigma is None:  # He for relu, LeCun otherwise
+            out.append(math.sqrt((2.0 if activation == "relu" else 1.0) / n_in))
+        else:
+            out.append(sigma / math.sqrt({"normal": 1, "fan_in": n_in, "fan_out": n_out}[rule]))
+    return out
+
+
 class StackedMLP(nn.Module):
     def __init__(self, sizes: Sequence[int], seeds: Sequence[int], p_input: Sequence[float],
                  p_hidden: Sequence[float], activation: str = "relu", kind: str = "bernoulli",
-                 scaling: str = "inverted", init_std: float | None | Sequence[float | None] = 0.01,
-                 device="cpu"):
+                 scaling: str = "inverted", init_std: float | None | Sequence = 0.01, device="cpu"):
+        """init_std: one std for every layer, None for He/LeCun, or per model a std, None or a list of
+        per-layer stds (layer_stds() makes those from a config)."""
         super().__init__()
         K = len(seeds)
         if not (len(p_input) == len(p_hidden) == K):
@@ -48,12 +62,12 @@ class StackedMLP(nn.Module):
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         init_gens = [generator(derive_seed(s, STREAM_INIT)) for s in seeds]
-        stds = list(init_std) if isinstance(init_std, Sequence) else [init_std] * K
-        for n_in, n_out in zip(sizes[:-1], sizes[1:]):
-            fan_in = math.sqrt((2.0 if activation == "relu" else 1.0) / n_in)  # He for relu, LeCun otherwise
+        per_model = list(init_std) if isinstance(init_std, Sequence) else [init_std] * K
+        stds = [std if isinstance(std, Sequence) else layer_stds(sizes, activation, "normal", std)
+                for std in per_model]
+        for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             # drawn on the CPU so a seed gives the same init on every device
-            w = torch.stack([torch.randn(n_in, n_out, generator=g) * (fan_in if std is None else std)
-                             for g, std in zip(init_gens, stds)])
+            w = torch.stack([torch.randn(n_in, n_out, generator=g) * std[layer] for g, std in zip(init_gens, stds)])
             self.weights.append(nn.Parameter(w.to(device)))
             self.biases.append(nn.Parameter(torch.zeros(K, 1, n_out, device=device)))
 
@@ -82,7 +96,8 @@ class StackedMLP(nn.Module):
             activation=first.model.activation,
             kind=kinds.pop(),
             scaling=scalings.pop(),
-            init_std=[c.model.init_std for c in cfgs],
+            init_std=[layer_stds([n_in, *c.widths(), n_out], c.model.activation, c.model.init, c.model.init_std,
+                                 c.model.init_std_first) for c in cfgs],
             device=device,
         )
 

@@ -21,19 +21,26 @@ from .verdicts import Result, find, mc_results, met_line, pm, stats, targets, ve
 # tables
 
 
+def at_c(runs: list[dict]) -> str:
+    """Mean share of units whose incoming norm sits at c after training: is max-norm live? '—' without it."""
+    v = [r.get("final_max_norm_bound") for r in runs]
+    v = [x for x in v if isinstance(x, (int, float)) and x == x]
+    return f"{100 * np.mean(v):.1f}%" if v else "—"
+
+
 def table(t: paper.Table, res: Result) -> list[str]:
     groups = res.by(lambda r: r.get("label"))
-    lines = [f"| {t.title} row | paper % | ours % (mean ± std, n seeds) | ours − paper | scale | updates | device |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [f"| {t.title} row | paper % | ours % (mean ± std, n seeds) | ours − paper | units at c | scale | updates "
+             "| device |", "|---|---|---|---|---|---|---|---|"]
     for row in t.rows:
         ref = f"{row.error:.2f}" + (f" ± {row.std:.2f}" if row.std else "")
         runs = groups.get(row.label)
         if not runs:
-            lines.append(f"| {row.label} | {ref} | not run | | {res.scale} | | |")
+            lines.append(f"| {row.label} | {ref} | not run | | | {res.scale} | | |")
             continue
         m, s, n = stats(runs)
         steps = sorted({int(r.get("steps_completed") or 0) for r in runs})
-        lines.append(f"| {row.label} | {ref} | {pm(m, s, n)} | {m - row.error:+.2f} | {res.scale} | "
+        lines.append(f"| {row.label} | {ref} | {pm(m, s, n)} | {m - row.error:+.2f} | {at_c(runs)} | {res.scale} | "
                      f"{'/'.join(f'{x:,}' for x in steps)} | {', '.join(res.devices)} |")
     return lines
 
@@ -171,7 +178,9 @@ def build(roots: list[Path], out: Path, command: str) -> str:
           f"Made by `{command}` from the results folders, with no training. Errors are MNIST test errors in %, "
           "ours as mean ± sample std over seeds (n seeds). *quick* rows ran at the quick scale (scale.py: hidden "
           "widths / 8, weight updates / 500, 10,000 training images): they show trends, not the paper's numbers. "
-          "Full-scale rows need a GPU.", ""]
+          "Full-scale rows need a GPU. *units at c*: the share of units whose incoming weight vector ends at the "
+          "max-norm bound c (mean over seeds; — for rows without max-norm), which says whether the constraint is "
+          "live.", ""]
     headline = []
     for key, t in paper.TABLES.items():
         md += [f"## {t.title}: {t.caption}", ""]

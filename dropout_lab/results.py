@@ -35,8 +35,10 @@ import torch
 from . import __version__
 from .config import Config, to_yaml
 
+# max_norm_bound: the share of units whose incoming weight norm sits at c after the epoch (train.at_max_norm);
+# empty for a model without max-norm
 METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "train_error", "test_loss", "test_error",
-                  "val_error", "seconds"]
+                  "val_error", "max_norm_bound", "seconds"]
 
 
 def _replace(path: Path, write: Callable[[str], None]) -> None:
@@ -156,6 +158,8 @@ class RunWriter:
     def add(self, row: dict) -> None:
         if not self.cfg.data.validation_size:
             row = {**row, "val_error": ""}
+        if self.cfg.optim.max_norm is None:
+            row = {**row, "max_norm_bound": ""}
         self._csv.writerow(row)
         self._f.flush()
         self.rows.append(row)
@@ -175,6 +179,7 @@ class RunWriter:
             "final_test_error": finite[-1]["test_error"] if finite else None,
             "best_test_error": min(r["test_error"] for r in finite) if finite else None,
             "final_train_error": finite[-1]["train_error"] if finite else None,
+            "final_max_norm_bound": _finite(self.rows[-1].get("max_norm_bound")) if self.rows else None,
             "epochs_completed": len(self.rows),
             "steps_completed": self.rows[-1]["step"] if self.rows else 0,
             "wall_seconds": round(wall_seconds, 3),
@@ -184,6 +189,11 @@ class RunWriter:
             summary["error"] = error
         atomic_write(self.dir / "summary.json", json.dumps(summary, indent=2) + "\n")
         return summary
+
+
+def _finite(x) -> float | None:
+    """A number for JSON, or None where there is none (NaN, or a row written before the column existed)."""
+    return float(x) if isinstance(x, (int, float)) and x == x else None
 
 
 def read_metrics(run_dir: Path, raw: bool = False) -> list[dict]:
@@ -272,8 +282,8 @@ def folder_lock(folder: Path):
         f.close()
 
 
-INDEX_METRICS = ["final_test_error", "best_test_error", "final_train_error", "epochs_completed", "steps_completed",
-                 "wall_seconds"]
+INDEX_METRICS = ["final_test_error", "best_test_error", "final_train_error", "final_max_norm_bound",
+                 "epochs_completed", "steps_completed", "wall_seconds"]
 
 
 def cell(value) -> str | int | float:

@@ -3,15 +3,18 @@
 their results folder (<name>-quick) and every report row, and are never mixed with full ones.
 
 Quick, stated once:
-- hidden widths / 8 (at least 8 units), so a 2x8192 net becomes 2x1024, and init_std x sqrt(8), so a
-  hidden layer keeps its signal gain init_std * sqrt(fan-in) (with N(0, 0.01^2) a deep net of 128-unit
-  layers starts with a signal too small to learn from in a short run: measured, it stayed at chance);
+- hidden widths / 8 (at least 8 units), so a 2x8192 net becomes 2x1024. Under `init: normal` the layers
+  after the first get init_std x sqrt(8), so a hidden layer keeps its signal gain init_std * sqrt(fan-in)
+  (with N(0, 0.01^2) a deep net of 128-unit layers starts with a signal too small to learn from in a
+  short run: measured, it stayed at chance); the first layer's fan-in (784) is not reduced, so it keeps
+  its std. Under `init: fan_in` or `fan_out` the std follows the widths by itself;
 - weight updates / 500, but never fewer than min(the full count, 1000): the paper's 1,000,000
   become 2,000;
 - training on 10,000 images of the pool unless the config sets data.train_size itself (Figure 10's
   subsets are kept), and at most 2,000 held out for validation;
-- schedules are compressed with the run: the momentum ramp covers the same fraction of the updates,
-  an exponential decay reaches the same final learning rate, and the inverse-t half-life becomes at
+- schedules are compressed with the run: the momentum ramp (or time constant) covers the same fraction
+  of the updates, so does the stretch before L1 switches on (l1_after), an exponential decay reaches
+  the same final learning rate, and the inverse-t half-life becomes at
   most a tenth of the run (the paper's 10,000 of 1,000,000 would leave a 2,000-update run at a
   hundredth of its learning rate for most of it; measured on the Figure 11 net: 5.2% test error
   with a tenth, 8.5% with the same 1%);
@@ -42,7 +45,8 @@ def quick(cfg: Config) -> Config:
     c = cfg.model_copy(deep=True)
     c.scale = "quick"
     c.model.hidden = [max(8, round(n / QUICK_WIDTH)) for n in cfg.model.hidden]
-    if cfg.model.init_std is not None:
+    if cfg.model.init == "normal" and cfg.model.init_std is not None:
+        c.model.init_std_first = cfg.model.init_std_first or cfg.model.init_std
         c.model.init_std = cfg.model.init_std * math.sqrt(QUICK_WIDTH)
     pool = TRAIN_POOL[cfg.data.dataset]
     c.data.validation_size = min(cfg.data.validation_size, QUICK_VALIDATION)
@@ -56,6 +60,7 @@ def quick(cfg: Config) -> Config:
     c.optim.epochs = max(1, round(steps_quick / per_quick))
     f = c.optim.epochs * per_quick / steps_full  # the factor actually applied to the updates
     c.optim.momentum_ramp_epochs = cfg.optim.momentum_ramp_epochs * per_full * f / per_quick
+    c.optim.l1_after = round(cfg.optim.l1_after * f)
     c.optim.lr_half_life = max(1.0, min(cfg.optim.lr_half_life, c.optim.epochs * per_quick / 10))
     c.optim.lr_decay = cfg.optim.lr_decay ** (cfg.optim.epochs / c.optim.epochs)
     c.eval.every = max(1, round(cfg.eval.every * c.optim.epochs / cfg.optim.epochs))

@@ -20,6 +20,7 @@ from .data import Dataset, split
 from .model import STREAM_ORDER, StackedMLP, derive_seed, generator
 
 SCHEDULES = {"constant": 0, "exponential": 1, "inverse_t": 2}
+RULES = {"hinton": 0, "classical": 1, "deepnet": 2}
 
 
 def resolve_device(name: str) -> torch.device:
@@ -74,10 +75,12 @@ class Hyper:
     m_start: torch.Tensor
     m_end: torch.Tensor
     m_ramp: torch.Tensor
-    hinton: torch.Tensor  # 1.0 for the paper's (1-m) rule, 0.0 for classical momentum
+    m_exponential: torch.Tensor  # bool: exponential approach rather than a linear ramp
+    rule: torch.Tensor  # RULES code of the momentum rule
     max_norm: torch.Tensor  # inf = off
     weight_decay: torch.Tensor
     l1: torch.Tensor
+    l1_after: torch.Tensor  # (K, 1, 1) updates without L1
     kl_beta: torch.Tensor  # (K,): weight of the KL-sparsity term in each model's loss
     kl_rho: torch.Tensor  # (K, 1): its target mean activation
     beta1: torch.Tensor
@@ -87,6 +90,7 @@ class Hyper:
     any_weight_decay: bool = True
     any_max_norm: bool = True
     any_l1: bool = True
+    any_deepnet: bool = True
     any_kl: bool = True
 
     @classmethod
@@ -106,10 +110,12 @@ class Hyper:
             m_start=col64([x.momentum_start for x in o]),
             m_end=col64([x.momentum_end for x in o]),
             m_ramp=col64([x.momentum_ramp_epochs for x in o]),
-            hinton=col([1.0 if x.momentum_rule == "hinton" else 0.0 for x in o]),
+            m_exponential=col([x.momentum_schedule == "exponential" for x in o], torch.bool),
+            rule=col([RULES[x.momentum_rule] for x in o]),
             max_norm=col([math.inf if x.max_norm is None else x.max_norm for x in o]),
             weight_decay=col([x.weight_decay for x in o]),
             l1=col([x.l1 for x in o]),
+            l1_after=col([x.l1_after for x in o]),
             kl_beta=col([x.kl_sparsity for x in o]).view(-1),
             kl_rho=col([x.kl_target for x in o]).view(-1, 1),
             beta1=col([x.adam_beta1 for x in o]),
@@ -118,6 +124,7 @@ class Hyper:
             any_weight_decay=any(x.weight_decay > 0 for x in o),
             any_max_norm=any(x.max_norm is not None for x in o),
             any_l1=any(x.l1 > 0 for x in o),
+            any_deepnet=any(x.momentum_rule == "deepnet" for x in o),
             any_kl=any(x.kl_sparsity > 0 for x in o),
         )
 
@@ -131,9 +138,11 @@ def learning_rate(h: Hyper, epoch: int, step: int) -> torch.Tensor:
 
 
 def momentum(h: Hyper, epochs_done: float) -> torch.Tensor:
-    """Linear ramp from m_start to m_end over m_ramp epochs (paper Appendix A.2), then flat."""
-    frac = torch.clamp(epochs_done / h.m_ramp.clamp_min(1e-12), max=1.0)
-    return (h.m_start + (h.m_end - h.m_start) * frac).float()
+    """m_t: a linear ramp from m_start to m_end over m_ramp epochs (2012 arXiv paper, Appendix A.2), or
+    deepnet's exponential approach m_end - (m_end - m_start) exp(-t / m_ramp). m_ramp = 0: m_end throughout."""
+    t = torch.where(h.m_ramp > 0, epochs_done / h.m_ramp, math.inf)  # m_ramp = 0: both forms give m_end
+    left = torch.where(h.m_exponential, torch.exp(-t), 1.0 - t.clamp(max=1.0))  # share of the gap still to go
+    return (h.m_end - (h.m_end - h.m_start) * left).float()
 
 
 @torch.no_grad()
@@ -141,56 +150,98 @@ def max_norm_(weights: Sequence[torch.Tensor], c: torch.Tensor) -> None:
     """Rescale each unit's *incoming* weight vector (a column of (K, n_in, n_out)) to L2 norm <= c.
 
     Shorter columns are untouched; c = inf turns it off. Rows would be the outgoing weights: the
-    reproduction bug this guards against.
+    reproduction bug this guards against. deepnet does the same after every update (parameter.py
+    Update, `norm_limit(weight_norm, axis=0)` on an (n_in, n_out) weight).
     """
     for w in weights:
         norms = w.norm(dim=1, keepdim=True)  # (K, 1, n_out)
         w.mul_(torch.clamp(c / norms, max=1.0))  # norm 0 gives inf, clamped to 1
 
 
-def kl_sparsity(acts: Sequence[torch.Tensor], rho: torch.Tensor) -> torch.Tensor:
-    """Sum over hidden units of KL(rho || rho_hat), rho_hat a unit's batch-mean activation: (K,).
-
-    acts are (K, B, n) activations before dropout. The clamp keeps the log finite for a dead unit
-    (rho_hat = 0) and for a ReLU unit whose mean passes 1, where the KL of a Bernoulli is undefined.
-    """
-    total = 0.0
-    for a in acts:
-        r = a.mean(dim=1).clamp(1e-6, 1 - 1e-6)  # (K, n)
-        kl = rho * torch.log(rho / r) + (1 - rho) * torch.log((1 - rho) / (1 - r))
-        total = total + kl.sum(dim=1)
-    return total
-
-
-def regularised_grad(g: torch.Tensor, p: torch.Tensor, h: Hyper) -> torch.Tensor:
-    """L2 and L1 on a weight: g + wd * w + l1 * sign(w); skipped where no model asks for it."""
-    if h.any_weight_decay:
-        g = g + h.weight_decay * p
-    if h.any_l1:
-        g = g + h.l1 * torch.sign(p)
-    return g
+BOUND_RTOL = 1e-3  # a unit "sits at c" when its incoming norm is within 0.1% of c
 
 
 @torch.no_grad()
-def sgd_update_(params, velocities, grads, is_weight, lr, m, h: Hyper, live) -> None:
-    """dw <- m*dw - (1-m)*lr*g (hinton) or m*dw - lr*g (classical); L2 and L1 on weights, not biases.
+def at_max_norm(weights: Sequence[torch.Tensor], c: torch.Tensor) -> torch.Tensor:
+    """(K,) share of units, over all layers, whose incoming norm sits at c: is the constraint live?
 
+    NaN for a model without max-norm. A unit whose last update pointed inwards sits just below c,
+    hence the tolerance.
+    """
+    c = c.view(-1, 1)
+    at = sum((w.norm(dim=1) >= c * (1 - BOUND_RTOL)).sum(dim=1) for w in weights)
+    frac = at / sum(w.shape[2] for w in weights)
+    return torch.where(torch.isinf(c.view(-1)), math.nan, frac)
+
+
+def kl_sparsity(acts: Sequence[torch.Tensor], rho: torch.Tensor, logistic: bool) -> torch.Tensor:
+    """(K,) sparsity penalty summed over hidden units, on rho_hat, a unit's batch-mean activation.
+
+    acts are (K, B, n) activations before dropout. Logistic units: KL(rho || rho_hat), clamped so
+    that a saturated unit keeps a finite log. Other units: (rho_hat - rho)^2 / 2, deepnet's form for
+    them (layer.py: gradient rho_hat - rho). Its gradient is right where the Bernoulli KL is not: a
+    ReLU mean above 1 (where the KL is undefined) is pulled down hardest, a dead unit (rho_hat = 0)
+    is pushed up.
+    """
+    total = 0.0
+    for a in acts:
+        r = a.mean(dim=1)  # (K, n)
+        if logistic:
+            r = r.clamp(1e-6, 1 - 1e-6)
+            pen = rho * torch.log(rho / r) + (1 - rho) * torch.log((1 - rho) / (1 - r))
+        else:
+            pen = 0.5 * (r - rho) ** 2
+        total = total + pen.sum(dim=1)
+    return total
+
+
+def regularised_grad(g: torch.Tensor, p: torch.Tensor, h: Hyper, l1: torch.Tensor) -> torch.Tensor:
+    """L2 and L1 on a weight: g + wd * w + l1 * sign(w); skipped where no model asks for it.
+
+    l1: (K, 1, 1), the L1 coefficient of this step (l1_now).
+    """
+    if h.any_weight_decay:
+        g = g + h.weight_decay * p
+    if h.any_l1:
+        g = g + l1 * torch.sign(p)
+    return g
+
+
+def l1_now(h: Hyper, step: int) -> torch.Tensor:
+    """The L1 coefficient of update `step` (counted from 0): 0 for the first l1_after updates."""
+    return torch.where(step >= h.l1_after, h.l1, 0.0)
+
+
+@torch.no_grad()
+def sgd_update_(params, velocities, grads, is_weight, lr, m, h: Hyper, live, step: int = 0) -> None:
+    """One SGD step with momentum under each model's rule (config.OptimConfig.momentum_rule).
+
+    All three rules are written as v <- m*v - a*g; w <- w + b*v, with (a, b) = ((1-m)*lr, 1) for hinton,
+    (lr, 1) for classical and (1, lr) for deepnet, where v is minus deepnet's accumulated D.
+    L2 and L1 act on weights, not biases (deepnet: Update('bias', no_reg=True)).
     live: (K, 1, 1) bool, or None when every model is live (the common case, one pass cheaper).
     """
-    scale = lr * (1.0 - m * h.hinton)
+    deepnet = h.rule == RULES["deepnet"]
+    a = torch.where(deepnet, 1.0, lr * (1.0 - m * (h.rule == RULES["hinton"])))
+    b = torch.where(deepnet, lr, 1.0) if h.any_deepnet else None  # None: b = 1 for every model
+    l1 = l1_now(h, step) if h.any_l1 else None
     for p, v, g, decays in zip(params, velocities, grads, is_weight):
         if decays:
-            g = regularised_grad(g, p, h)
-        v.mul_(m).addcmul_(scale, g, value=-1.0)  # fused: no (K, n_in, n_out) temporary
-        p.add_(v if live is None else torch.where(live, v, 0.0))  # a diverged model is frozen
+            g = regularised_grad(g, p, h, l1)
+        v.mul_(m).addcmul_(a, g, value=-1.0)  # fused: no (K, n_in, n_out) temporary
+        if live is None:
+            p.add_(v) if b is None else p.addcmul_(b, v)
+        else:  # a diverged model is frozen
+            p.add_(torch.where(live, v if b is None else b * v, 0.0))
 
 
 @torch.no_grad()
 def adam_update_(params, moments, grads, is_weight, lr, t: int, h: Hyper, live) -> None:
     """Adam (Kingma & Ba) with per-model lr; L2 (and L1) added to the gradient, as torch.optim.Adam does."""
+    l1 = l1_now(h, t - 1) if h.any_l1 else None
     for p, (m1, m2), g, decays in zip(params, moments, grads, is_weight):
         if decays:
-            g = regularised_grad(g, p, h)
+            g = regularised_grad(g, p, h, l1)
         m1.mul_(h.beta1).add_((1 - h.beta1) * g)
         m2.mul_(h.beta2).add_((1 - h.beta2) * g * g)
         m1_hat = m1 / (1 - h.beta1 ** t)
@@ -267,14 +318,14 @@ class StackTrainer:
         nll = -F.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, B)
         loss = nll.mean(dim=1)
         if acts is not None:
-            loss = loss + h.kl_beta * kl_sparsity(acts, h.kl_rho)
+            loss = loss + h.kl_beta * kl_sparsity(acts, h.kl_rho, self.model.activation == "logistic")
         # the sum over models keeps each model's gradient that of its own mean loss
         loss.sum().backward()
         grads = [p.grad for p in self.params]
         live = None if self.all_live else self.live
         if self.optimizer == "sgd":
             m = momentum(h, self.step / self.steps_per_epoch)
-            sgd_update_(self.params, self.state, grads, self.is_weight, lr, m, h, live)
+            sgd_update_(self.params, self.state, grads, self.is_weight, lr, m, h, live, self.step)
         else:
             adam_update_(self.params, self.state, grads, self.is_weight, lr, self.step + 1, h, live)
         if h.any_max_norm:
@@ -292,7 +343,9 @@ class StackTrainer:
         self.epoch += 1
         self.order = None
         n = self.s * min(self.batch, self.n_train)
-        return {"train_loss": self.loss_sum / n, "train_error": self.wrong / n}
+        bound = (at_max_norm(self.model.weights, self.hyper.max_norm) if self.hyper.any_max_norm
+                 else torch.full((self.K,), math.nan))
+        return {"train_loss": self.loss_sum / n, "train_error": self.wrong / n, "max_norm_bound": bound}
 
     def train_epoch(self) -> dict[str, torch.Tensor]:
         """One pass over each model's own permutation of its training set."""

@@ -57,7 +57,22 @@ def test_kl_sparsity_formula():
     a = torch.tensor([[[0.2, 0.5], [0.4, 0.1]]])  # (K=1, B=2, n=2): means 0.3, 0.3
     rho = torch.tensor([[0.1]])
     want = 2 * (0.1 * math.log(0.1 / 0.3) + 0.9 * math.log(0.9 / 0.7))
-    assert kl_sparsity([a], rho).item() == pytest.approx(want, rel=1e-5)
+    assert kl_sparsity([a], rho, logistic=True).item() == pytest.approx(want, rel=1e-5)
+
+
+def test_relu_sparsity_gradient_is_deepnets_at_means_below_above_one_and_zero():
+    """For ReLU units the penalty's gradient w.r.t. each activation is (rho_hat - rho) / B, as deepnet's
+    layer.py adds cost * (rho_hat - rho) to every case's derivative: right for means of 0.6, 2.5 and 0."""
+    B, rho = 4, 0.05
+    cols = np.array([[0.0, 1.2, 0.0, 1.2],  # mean 0.6
+                     [0.0, 5.0, 5.0, 0.0],  # mean 2.5: a Bernoulli KL is undefined here; the old clamp gave 0
+                     [0.0, 0.0, 0.0, 0.0]]).T  # mean 0: a dead unit
+    a = torch.tensor(cols[None], requires_grad=True)  # (K=1, B, n=3)
+    kl_sparsity([a], torch.tensor([[rho]], dtype=torch.float64), logistic=False).sum().backward()
+    want = np.broadcast_to((cols.mean(axis=0) - rho) / B, (B, 3))
+    np.testing.assert_allclose(a.grad[0].numpy(), want, rtol=1e-12)
+    g = a.grad[0, 0]
+    assert g[1] > g[0] > 0 > g[2]  # the mean of 2.5 is pulled down hardest; the dead unit is pushed up
 
 
 def test_eval_every_leaves_nan_between_test_passes_and_always_tests_the_last_epoch(spiral):

@@ -4,10 +4,20 @@ import math
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from dropout_lab.data import spiral
 from dropout_lab.model import StackedMLP
-from dropout_lab.train import StackTrainer, max_norm_, pack, train_stack
+from dropout_lab.train import (
+    StackTrainer,
+    at_max_norm,
+    learning_rate,
+    max_norm_,
+    momentum,
+    pack,
+    sgd_update_,
+    train_stack,
+)
 
 from conftest import tiny_config
 
@@ -58,6 +68,98 @@ def test_init_is_normal_with_init_std():
     assert abs(w.std().item() - 0.01) < 2e-4 and abs(w.mean().item()) < 2e-4
     assert not torch.equal(w[0], w[1])
     assert torch.all(m.biases[0] == 0)
+
+
+def test_fan_out_init_is_what_deepnet_computes():
+    """deepnet's DENSE_GAUSSIAN_SQRT_FAN_IN divides sigma by sqrt(dimensions[1]) = n_out for a dense edge; its
+    example model leaves the first edge's sigma at the proto default 0.001."""
+    cfg = tiny_config("model.hidden=[400,300]", "model.init=fan_out", "model.init_std=1.0",
+                      "model.init_std_first=0.001", "seed=2")
+    m = StackedMLP.from_configs([cfg], 784, 10)
+    for w, want in zip(m.weights, [0.001 / 400 ** 0.5, 1 / 300 ** 0.5, 1 / 10 ** 0.5]):
+        assert w.std().item() == pytest.approx(want, rel=0.03)
+    fan_in = StackedMLP.from_configs([tiny_config("model.hidden=[400,300]", "model.init=fan_in",
+                                                  "model.init_std=1.0")], 784, 10)
+    for w, n_in in zip(fan_in.weights, [784, 400, 300]):
+        assert w.std().item() == pytest.approx(n_in ** -0.5, rel=0.03)
+
+
+def _paper_convention(scaling: str, *more):
+    return tiny_config(f"model.dropout.scaling={scaling}", "model.dropout.p_input=0.2", "model.dropout.p_hidden=0.5",
+                       "optim.momentum_rule=deepnet", "optim.momentum_schedule=exponential", "optim.lr=0.3",
+                       "optim.lr_schedule=inverse_t", "optim.lr_half_life=10", "optim.momentum_ramp_epochs=1",
+                       "optim.max_norm=1.5", "model.init_std=0.5", "seed=4", *more)
+
+
+def _inverted_step(tr: StackTrainer, keep: list[float], convert: bool) -> None:
+    """One step of an inverted-dropout net in the weight-scaled net's coordinates W_inv = keep * W: the lr
+    of layer l's weights is lr * keep_l^2 and its constraint c * keep_l (keep_l: the retention of its input)."""
+    h, B = tr.hyper, tr.batch
+    idx = tr.order[:, tr.s * B:(tr.s + 1) * B]
+    x, y = tr.x_pool[idx], tr.y_pool[idx]
+    lr, m = learning_rate(h, tr.epoch, tr.step), momentum(h, tr.step / tr.steps_per_epoch)
+    tr.model.train()
+    F.cross_entropy(tr.model(x).transpose(1, 2), y).backward()
+    L = len(tr.model.weights)
+    for layer, (w, b) in enumerate(zip(tr.model.weights, tr.model.biases)):
+        k = keep[layer] if convert else 1.0
+        sgd_update_([w], [tr.state[layer]], [w.grad], [True], lr * k * k, m, h, None, tr.step)
+        sgd_update_([b], [tr.state[L + layer]], [b.grad], [False], lr, m, h, None, tr.step)
+        max_norm_([w], h.max_norm * k)
+        w.grad = b.grad = None
+    tr.step += 1
+    tr.s += 1
+
+
+def test_inverted_and_weight_scaled_nets_train_the_same_function_under_max_norm():
+    """An inverted net with W_inv = (1-p) W computes what a weight-scaled net with W computes. Trained with the
+    lr and c converted (lr (1-p)^2, c (1-p)), it stays that net step for step; with the same c it does not."""
+    data = spiral()
+    ws = StackTrainer([_paper_convention("weight")], data)
+    keep = [0.8, 0.5, 0.5]  # retention of each weight layer's input: pixels, then hidden units
+    twins = []
+    for convert in (True, False):
+        inv = StackTrainer([_paper_convention("inverted")], data)
+        with torch.no_grad():
+            for w_inv, w, k in zip(inv.model.weights, ws.model.weights, keep):
+                w_inv.copy_(k * w)
+        twins.append((inv, convert))
+    for tr in [ws] + [t for t, _ in twins]:
+        tr.begin_epoch()
+    x_test = torch.as_tensor(data.x_test)
+    bound, gaps = [], {True: [], False: []}
+    for step in range(60):
+        ws.train_step()
+        for inv, convert in twins:
+            _inverted_step(inv, keep, convert)
+        if step % 10 == 9:
+            bound.append(at_max_norm(ws.model.weights, ws.hyper.max_norm).item())
+            with torch.no_grad():
+                want = ws.model.eval()(x_test)
+                for inv, convert in twins:
+                    gaps[convert].append((inv.model.eval()(x_test) - want).abs().max().item())
+    assert max(bound) > 0.1  # the constraint is live in this test
+    assert max(gaps[True]) < 1e-4  # the same function, step for step
+    assert gaps[False][-1] > 1e-2  # an inverted net under the same c and lr is another net
+
+
+def test_max_norm_is_reached_and_held_and_recorded_per_epoch(mnist):
+    """The paper's recipe in miniature (deepnet rule, weight scaling, fan-out init) on 2,000 MNIST images: few
+    units start at c, most end there, and once there they stay. Every epoch's row says how many."""
+    from dropout_lab.config import load
+
+    cfg = load(None, ["data.train_size=2000", "model.hidden=[128,128]", "model.init=fan_out", "model.init_std=1.0",
+                      "model.init_std_first=0.001", "model.dropout.scaling=weight", "optim.momentum_rule=deepnet",
+                      "optim.momentum_schedule=exponential", "optim.momentum_ramp_epochs=2", "optim.lr=1.0",
+                      "optim.lr_schedule=inverse_t", "optim.lr_half_life=200", "optim.epochs=12", "optim.max_norm=2.0"])
+    trainers = []
+    rows = [r[0] for r in train_stack([cfg], mnist, on_step=lambda tr: trainers or trainers.append(tr))]
+    fractions = [r["max_norm_bound"] for r in rows]
+    assert fractions[0] < 0.1 and fractions[-1] > 0.5
+    assert all(b >= a - 0.02 for a, b in zip(fractions, fractions[1:]))  # held: the share at c does not fall back
+    assert all((w.norm(dim=1) <= 2.0 * (1 + 1e-5)).all() for w in trainers[0].model.weights)
+    control = [r[0]["max_norm_bound"] for r in train_stack([cfg.control()], mnist)]
+    assert all(math.isnan(f) for f in control)
 
 
 @pytest.mark.parametrize("device", DEVICES)

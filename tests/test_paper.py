@@ -42,7 +42,8 @@ def test_table_configs_sweep_exactly_the_papers_rows(key):
 
 def test_quick_scale_follows_its_stated_factors():
     full = load(PAPER / "table2.yaml", ["model.hidden=[8192,8192]", "optim.lr_schedule=exponential",
-                                        "optim.lr_decay=0.998"])
+                                        "optim.lr_decay=0.998", "data.validation_size=10000", "optim.epochs=2000",
+                                        "optim.l1_after=900000"])
     q = scale.quick(full)
     assert q.scale == "quick" and q.model.hidden == [1024, 1024]
     assert scale.updates(full) == 1_000_000 and scale.updates(q) == 2_000
@@ -52,7 +53,12 @@ def test_quick_scale_follows_its_stated_factors():
         full.optim.momentum_ramp_epochs / full.optim.epochs)
     assert q.optim.lr_decay ** q.optim.epochs == pytest.approx(full.optim.lr_decay ** full.optim.epochs)
     assert q.optim.lr_half_life == 200  # a tenth of the run, not the full run's hundredth
-    assert q.model.init_std == pytest.approx(full.model.init_std * 8 ** 0.5)  # the hidden layers' gain is kept
+    assert q.optim.l1_after == 1800  # L1 starts at the same share of the run
+    # fan-out init follows the widths by itself; N(0, std^2) needs x sqrt(8) after the first layer, whose
+    # fan-in (784) is not reduced
+    assert (q.model.init, q.model.init_std, q.model.init_std_first) == ("fan_out", 1.0, 0.001)
+    normal = scale.quick(load(None, ["model.init_std=0.01"]))
+    assert normal.model.init_std == pytest.approx(0.01 * 8 ** 0.5) and normal.model.init_std_first == 0.01
     small = scale.quick(load(None, ["data.train_size=100", "optim.epochs=2000"]))
     assert small.data.train_size == 100 and scale.updates(small) == 1000  # at least min(full, 1000) updates
     assert q.run_id() != full.run_id()
@@ -190,3 +196,25 @@ def test_report_bad_out_and_unsweepable_scale_are_one_line_errors(tmp_path):
     assert r.returncode == 2
     assert r.stderr.strip() == ("error: sweep.grid.scale: 'scale' cannot be swept; "
                                 "run the sweep again with --scale quick")
+
+
+RECIPE_KEYS = ("init", "init_std", "init_std_first", "dropout", "lr", "lr_schedule", "lr_half_life", "momentum_start",
+               "momentum_end", "momentum_schedule", "momentum_ramp_epochs", "momentum_rule", "max_norm", "batch_size")
+SOURCES = ("deepnet", "Appendix B.1", "section", "ours", "per size below")
+
+
+@pytest.mark.parametrize("name", paper.CONFIGS)
+def test_every_paper_config_names_the_source_of_each_recipe_key(name):
+    """Each recipe line of a paper config carries a comment naming a file of deepnet, a section of the paper,
+    or saying that the choice is ours; and the configs follow the authors' rule, schedule and convention."""
+    text = (PAPER / f"{name}.yaml").read_text()
+    lines = text[:text.index("sweep:")].splitlines()
+    for key in RECIPE_KEYS:
+        line = next((i for i, ln in enumerate(lines) if ln.strip().startswith(f"{key}:")), None)
+        assert line is not None, f"{name}.yaml has no {key}"
+        comment = lines[line].partition("#")[2] or lines[line - 1].strip()  # same line, or the one above
+        assert any(s in comment for s in SOURCES), f"{name}.yaml: {key} names no source"
+    assert "N(0, 0.01^2)" not in text.split("(was:")[0]  # the old init is not credited to anyone any more
+    cfg = load(PAPER / f"{name}.yaml")
+    assert (cfg.optim.momentum_rule, cfg.optim.momentum_schedule, cfg.model.dropout.scaling, cfg.model.init) == (
+        "deepnet", "exponential", "weight", "fan_out")

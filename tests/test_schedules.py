@@ -1,9 +1,14 @@
-"""Schedules and update rules against explicit formulas, and Adam against torch.optim.Adam."""
+"""Schedules and update rules against explicit formulas, deepnet's rule against a numpy transcription of the
+authors' code, and Adam against torch.optim.Adam."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
-from dropout_lab.train import Hyper, adam_update_, learning_rate, momentum, sgd_update_
+from dropout_lab import data as data_mod
+from dropout_lab.train import Hyper, StackTrainer, adam_update_, learning_rate, momentum, sgd_update_
 
 from conftest import tiny_config
 
@@ -32,7 +37,23 @@ def test_momentum_ramp():
     assert momentum(h, 10_000).flatten()[0].item() == pytest.approx(0.99)
 
 
-@pytest.mark.parametrize("rule", ["hinton", "classical"])
+def test_momentum_without_a_ramp_is_the_final_one_from_the_first_step():
+    for schedule in ("linear", "exponential"):
+        h = hyper(["optim.momentum_start=0.5", "optim.momentum_end=0.99", "optim.momentum_ramp_epochs=0",
+                   f"optim.momentum_schedule={schedule}"])
+        assert momentum(h, 0).item() == pytest.approx(0.99)
+        assert momentum(h, 3.5).item() == pytest.approx(0.99)
+
+
+def test_exponential_momentum_is_deepnets_approach():
+    """deepnet parameter.py GetMomentumAndEpsilon: m = m_f - (m_f - m_i) exp(-t / T)."""
+    h = hyper(["optim.momentum_start=0.5", "optim.momentum_end=0.99", "optim.momentum_ramp_epochs=200",
+               "optim.momentum_schedule=exponential"])
+    for t in (0, 1, 50, 200, 1000):
+        assert momentum(h, t).item() == pytest.approx(0.99 - 0.49 * math.exp(-t / 200), rel=1e-6)
+
+
+@pytest.mark.parametrize("rule", ["hinton", "classical", "deepnet"])
 def test_sgd_momentum_rules(rule):
     h = hyper([f"optim.momentum_rule={rule}", "optim.weight_decay=0.01"])
     w = torch.randn(1, 4, 3)
@@ -40,10 +61,11 @@ def test_sgd_momentum_rules(rule):
     vw, vb = torch.randn(1, 4, 3), torch.randn(1, 1, 3)
     gw, gb = torch.randn(1, 4, 3), torch.randn(1, 1, 3)
     lr, m = torch.tensor(0.2).view(1, 1, 1), torch.tensor(0.9).view(1, 1, 1)
-    factor = (1 - 0.9) * 0.2 if rule == "hinton" else 0.2
+    factor = {"hinton": (1 - 0.9) * 0.2, "classical": 0.2, "deepnet": 1.0}[rule]
     want_vw = 0.9 * vw - factor * (gw + 0.01 * w)  # L2 on weights...
     want_vb = 0.9 * vb - factor * gb  # ...not on biases
-    want_w, want_b = w + want_vw, b + want_vb
+    step = 0.2 if rule == "deepnet" else 1.0  # deepnet: w <- w - lr * D, with v = -D
+    want_w, want_b = w + step * want_vw, b + step * want_vb
     live = torch.ones(1, 1, 1, dtype=torch.bool)
     sgd_update_([w, b], [vw, vb], [gw, gb], [True, False], lr, m, h, live)
     assert torch.allclose(vw, want_vw) and torch.allclose(vb, want_vb)
@@ -75,3 +97,77 @@ def test_adam_matches_torch_optim_adam():
         opt.step()
         adam_update_([ours], state, [g.unsqueeze(0)], [True], torch.tensor(0.01).view(1, 1, 1), t, h, live)
     assert torch.allclose(ours[0], ref.detach(), atol=1e-6)
+
+
+# ----- deepnet's update rule, step for step against a numpy transcription of the authors' code
+
+
+def deepnet_transcription(W, b, batches, *, eps0, half_life, m_i, m_f, T, l2, l1, l1_after, c):
+    """nitishsrivastava/deepnet, transcribed in float64 for a ReLU net with a softmax output.
+
+    neuralnet.py: gradients are batch means (mult=1.0/numcases); parameter.py Update:
+        D <- m*D; D += l2*W; D += l1*sign(W) when step > apply_l1decay_after; D += grad
+        W <- W - eps*D; then norm_limit(c, axis=0): each column (a unit's incoming weights) to norm <= c
+    biases: Update('bias', step, no_reg=True). GetMomentumAndEpsilon:
+        m = m_f - (m_f - m_i) * exp(-step / momentum_change_steps); eps = eps0 / (1 + step / half_life)
+    """
+    W, b, rescaled = [w.copy() for w in W], [x.copy() for x in b], 0
+    DW, Db = [np.zeros_like(w) for w in W], [np.zeros_like(x) for x in b]
+    for step, (x, y) in enumerate(batches):
+        hs = [x]
+        for i, (w, bias) in enumerate(zip(W, b)):
+            z = hs[-1] @ w + bias
+            hs.append(np.maximum(z, 0) if i < len(W) - 1 else z)
+        p = np.exp(z - z.max(1, keepdims=True))
+        p /= p.sum(1, keepdims=True)
+        p[np.arange(len(y)), y] -= 1
+        d = p / len(y)
+        gW, gb = [None] * len(W), [None] * len(W)
+        for i in reversed(range(len(W))):
+            gW[i], gb[i] = hs[i].T @ d, d.sum(0)
+            d = (d @ W[i].T) * (hs[i] > 0)
+        m = m_f - (m_f - m_i) * np.exp(-step / T)
+        eps = eps0 / (1 + step / half_life)
+        for i in range(len(W)):
+            DW[i] = m * DW[i] + l2 * W[i] + (l1 * np.sign(W[i]) if step > l1_after else 0) + gW[i]
+            W[i] = W[i] - eps * DW[i]
+            norms = np.sqrt((W[i] ** 2).sum(0))
+            W[i] = W[i] * np.where(norms < c, 1.0, c / norms)
+            rescaled += int((norms >= c).sum())
+            Db[i] = m * Db[i] + gb[i]
+            b[i] = b[i] - eps * Db[i]
+    return W, b, rescaled
+
+
+def test_deepnet_rule_matches_the_authors_code_step_for_step():
+    """Eight updates with a changing eps and m, L2, L1 switched on after three updates and a binding
+    max-norm: the trainer (momentum_rule deepnet) against the transcription above."""
+    spiral = data_mod.load("spiral")
+    cfg = tiny_config("model.dropout.kind=none", "optim.momentum_rule=deepnet", "optim.momentum_schedule=exponential",
+                      "optim.momentum_start=0.5", "optim.momentum_end=0.99", "optim.momentum_ramp_epochs=0.1",
+                      "optim.lr_schedule=inverse_t", "optim.lr=0.5", "optim.lr_half_life=2",
+                      "optim.weight_decay=0.01", "optim.l1=0.002", "optim.l1_after=3", "optim.max_norm=1.0")
+    tr = StackTrainer([cfg], spiral)
+    W0 = [w[0].detach().double().numpy() for w in tr.model.weights]
+    b0 = [x[0, 0].detach().double().numpy() for x in tr.model.biases]
+    tr.begin_epoch()
+    B, steps = cfg.optim.batch_size, 8
+    idx = tr.order[0].numpy()
+    batches = [(spiral.x_train[idx[s * B:(s + 1) * B]].astype(np.float64), spiral.y_train[idx[s * B:(s + 1) * B]])
+               for s in range(steps)]
+    for _ in range(steps):
+        tr.train_step()
+    W, b, rescaled = deepnet_transcription(W0, b0, batches, eps0=0.5, half_life=2, m_i=0.5, m_f=0.99,
+                                 T=0.1 * tr.steps_per_epoch, l2=0.01, l1=0.002, l1_after=3 - 1, c=1.0)
+    for got, want in zip(tr.model.weights, W):
+        np.testing.assert_allclose(got[0].detach().numpy(), want, rtol=1e-4, atol=1e-5)
+    assert rescaled > 0  # the constraint bound along the way
+    for got, want in zip(tr.model.biases, b):
+        np.testing.assert_allclose(got[0, 0].detach().numpy(), want, rtol=1e-4, atol=1e-5)
+    # another rule is not this one once eps changes
+    classical = cfg.model_copy(update={"optim": cfg.optim.model_copy(update={"momentum_rule": "classical"})})
+    other = StackTrainer([classical], spiral)
+    other.begin_epoch()
+    for _ in range(steps):
+        other.train_step()
+    assert not np.allclose(other.model.weights[1][0].detach().numpy(), W[1], rtol=1e-3, atol=1e-4)
