@@ -23,6 +23,11 @@ def check_run_folder(d, dropout):
     assert summary["status"] == "completed" and summary["dropout"] is dropout
     assert summary["epochs_completed"] == len(rows)
     assert summary["final_test_error"] == pytest.approx(float(rows[-1]["test_error"]))
+    bound = rows[-1]["max_norm_bound"]  # the share of units at c: a number with max-norm, empty without
+    if summary["final_max_norm_bound"] is None:
+        assert bound == ""
+    else:
+        assert 0 <= summary["final_max_norm_bound"] == pytest.approx(float(bound)) <= 1
     env = json.loads((d / "env.json").read_text())
     assert {"torch", "device", "git_commit", "command"} <= set(env)
     return rows, summary

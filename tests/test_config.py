@@ -48,6 +48,9 @@ def test_width_rule():
     (["model.hidden=[64, 0]"], "model.hidden"),
     (["data.dataset=cifar"], "data.dataset"),
     (["optim.lr"], "KEY=VALUE"),
+    (["model.init=fan_middle"], "model.init"),
+    (["optim.momentum_rule=nesterov"], "optim.momentum_rule"),
+    (["optim.l1_after=-1"], "optim.l1_after"),
 ])
 def test_bad_values_raise_one_line(overrides, needle):
     with pytest.raises(ConfigError) as e:

@@ -54,6 +54,10 @@ def test_quick_scale_follows_its_stated_factors():
     assert q.optim.lr_decay ** q.optim.epochs == pytest.approx(full.optim.lr_decay ** full.optim.epochs)
     assert q.optim.lr_half_life == 200  # a tenth of the run, not the full run's hundredth
     assert q.optim.l1_after == 1800  # L1 starts at the same share of the run
+    # under inverse-t the momentum's time constant shrinks with the half-life: deepnet's lr / (1 - m) keeps its shape
+    paper_q = scale.quick(load(PAPER / "table2.yaml"))
+    assert paper_q.optim.lr_half_life == 200 and paper_q.optim.momentum_ramp_epochs * 100 == pytest.approx(
+        100_000 * 200 / 10_000, rel=1e-4)  # 2,000 quick updates for the full run's 100,000
     # fan-out init follows the widths by itself; N(0, std^2) needs x sqrt(8) after the first layer, whose
     # fan-in (784) is not reduced
     assert (q.model.init, q.model.init_std, q.model.init_std_first) == ("fan_out", 1.0, 0.001)
@@ -86,7 +90,8 @@ def _fake_sweep(root: Path, name: str, rows: list[dict], keys: list[str], scale_
     folder = root / f"{name}-{scale_}" if scale_ == "quick" else root / name
     folder.mkdir(parents=True)
     (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": folder.name, "keys": keys, "base": {"scale": scale_}}))
-    cols = ["run_id", "status", *keys, "seed", "dropout", "final_test_error", "steps_completed", "wall_seconds"]
+    cols = ["run_id", "status", *keys, "seed", "dropout", "final_test_error", "final_max_norm_bound", "steps_completed",
+            "wall_seconds"]
     with open(folder / "index.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
@@ -97,15 +102,17 @@ def _fake_sweep(root: Path, name: str, rows: list[dict], keys: list[str], scale_
 
 
 def test_report_table_means_stds_differences_and_rows_not_run(tmp_path):
-    errors = {"dropout + max-norm ReLU 3x1024": [0.0110, 0.0120, 0.0130]}
-    rows = [{"label": lab, "seed": s, "dropout": True, "final_test_error": e}
+    errors = {"dropout + max-norm ReLU 3x1024": [0.0110, 0.0120, 0.0130], "dropout ReLU 3x1024": [0.02, 0.02, 0.02]}
+    bound = {"dropout + max-norm ReLU 3x1024": [0.1, 0.2, 0.3], "dropout ReLU 3x1024": ["", "", ""]}
+    rows = [{"label": lab, "seed": s, "dropout": True, "final_test_error": e, "final_max_norm_bound": bound[lab][s]}
             for lab, es in errors.items() for s, e in enumerate(es)]
     _fake_sweep(tmp_path, "table2", rows, ["label"])
     out = tmp_path / "REPORT.md"
     r = cli("report", tmp_path, "--out", out)
     assert r.returncode == 0, r.stderr
     text = out.read_text()
-    assert "| dropout + max-norm ReLU 3x1024 | 1.06 | 1.20 ± 0.10 (n=3) | +0.14 | quick | 2,000 |" in text
+    assert "| dropout + max-norm ReLU 3x1024 | 1.06 | 1.20 ± 0.10 (n=3) | +0.14 | 20.0% | quick | 2,000 |" in text
+    assert "| dropout ReLU 3x1024 | 1.25 | 2.00 ± 0.00 (n=3) | +0.75 | — | quick | 2,000 |" in text  # no max-norm
     assert "| dropout + max-norm ReLU 2x8192 | 0.95 | not run |" in text
     assert "Out of scope: SVM, Gaussian kernel (1.40)" in text
     assert "Not run: `dropout-lab sweep configs/paper/table9.yaml`" in text

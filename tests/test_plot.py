@@ -13,8 +13,8 @@ from dropout_lab.config import load, to_yaml
 from dropout_lab.results import METRIC_COLUMNS
 
 BASE = ["data.dataset=mnist", "model.hidden=[64,64]", "optim.epochs=3", "data.train_size=1000"]
-INDEX_TAIL = ["seed", "dropout", "final_test_error", "best_test_error", "final_train_error", "epochs_completed",
-              "wall_seconds"]
+INDEX_TAIL = ["seed", "dropout", "final_test_error", "best_test_error", "final_train_error", "final_max_norm_bound",
+              "epochs_completed", "wall_seconds"]
 
 
 def _value(cfg, key):
@@ -45,7 +45,8 @@ def write_run(folder, cfg, test, train, status="completed"):
                         "train_error": train + 0.1 * (3 - e), "test_loss": 1.0 / e, "test_error": t,
                         "val_error": "", "seconds": e})
     summary = {"run_id": d.name, "status": status, "final_test_error": test, "best_test_error": min(tests),
-               "final_train_error": train, "epochs_completed": 3, "wall_seconds": 1.0, "dropout": cfg.has_dropout}
+               "final_train_error": train, "final_max_norm_bound": None, "epochs_completed": 3, "wall_seconds": 1.0,
+               "dropout": cfg.has_dropout}
     (d / "summary.json").write_text(json.dumps(summary))
     return summary
 
