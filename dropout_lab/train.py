@@ -1,4 +1,4 @@
-"""The training loop for a stack of K models, written out by hand, with its schedules and max-norm.
+"""The training loop for a stack of K models, written out by hand (its schedules and updates: optim.py).
 
 Per-model hyperparameters live in (K, 1, 1) tensors, so one update serves every model in the stack.
 Nothing inside an epoch reads a value back to the host: losses and error counts accumulate on the
@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
@@ -18,9 +17,7 @@ import torch.nn.functional as F
 from .config import Config
 from .data import Dataset, split
 from .model import STREAM_ORDER, StackedMLP, derive_seed, generator
-
-SCHEDULES = {"constant": 0, "exponential": 1, "inverse_t": 2}
-RULES = {"hinton": 0, "classical": 1, "deepnet": 2}
+from .optim import Hyper, adam_update_, at_max_norm, kl_sparsity, learning_rate, max_norm_, momentum, sgd_update_
 
 
 def resolve_device(name: str) -> torch.device:
@@ -58,196 +55,6 @@ def pack(cfgs: Sequence[Config]) -> list[list[int]]:
 def steps_per_epoch(n_train: int, batch: int) -> int:
     # drop the last partial batch: every step has the same shape; the permutation changes each epoch
     return max(1, n_train // min(batch, n_train))
-
-
-# ----------------------------------------------------------------------------------------------
-# schedules and constraints
-
-
-@dataclass
-class Hyper:
-    """Per-model hyperparameters as (K, 1, 1) tensors on the training device."""
-
-    lr: torch.Tensor
-    schedule: torch.Tensor  # SCHEDULES code
-    lr_decay: torch.Tensor
-    lr_half_life: torch.Tensor
-    m_start: torch.Tensor
-    m_end: torch.Tensor
-    m_ramp: torch.Tensor
-    m_exponential: torch.Tensor  # bool: exponential approach rather than a linear ramp
-    rule: torch.Tensor  # RULES code of the momentum rule
-    max_norm: torch.Tensor  # inf = off
-    weight_decay: torch.Tensor
-    l1: torch.Tensor
-    l1_after: torch.Tensor  # (K, 1, 1) updates without L1
-    kl_beta: torch.Tensor  # (K,): weight of the KL-sparsity term in each model's loss
-    kl_rho: torch.Tensor  # (K, 1): its target mean activation
-    beta1: torch.Tensor
-    beta2: torch.Tensor
-    eps: torch.Tensor
-    # host-side facts, so that work nobody asked for is skipped without reading the device
-    any_weight_decay: bool = True
-    any_max_norm: bool = True
-    any_l1: bool = True
-    any_deepnet: bool = True
-    any_kl: bool = True
-
-    @classmethod
-    def from_configs(cls, cfgs: Sequence[Config], device) -> Hyper:
-        def col(values, dtype=torch.float32):
-            return torch.tensor(values, dtype=dtype, device=device).view(-1, 1, 1)
-
-        def col64(values):  # schedules run in float64: 0.998**3000 drifts by 1e-4 in float32
-            return col(values, torch.float64)
-
-        o = [c.optim for c in cfgs]
-        return cls(
-            lr=col64([x.lr for x in o]),
-            schedule=col([SCHEDULES[x.lr_schedule] for x in o]),
-            lr_decay=col64([x.lr_decay for x in o]),
-            lr_half_life=col64([x.lr_half_life for x in o]),
-            m_start=col64([x.momentum_start for x in o]),
-            m_end=col64([x.momentum_end for x in o]),
-            m_ramp=col64([x.momentum_ramp_epochs for x in o]),
-            m_exponential=col([x.momentum_schedule == "exponential" for x in o], torch.bool),
-            rule=col([RULES[x.momentum_rule] for x in o]),
-            max_norm=col([math.inf if x.max_norm is None else x.max_norm for x in o]),
-            weight_decay=col([x.weight_decay for x in o]),
-            l1=col([x.l1 for x in o]),
-            l1_after=col([x.l1_after for x in o]),
-            kl_beta=col([x.kl_sparsity for x in o]).view(-1),
-            kl_rho=col([x.kl_target for x in o]).view(-1, 1),
-            beta1=col([x.adam_beta1 for x in o]),
-            beta2=col([x.adam_beta2 for x in o]),
-            eps=col([x.adam_eps for x in o]),
-            any_weight_decay=any(x.weight_decay > 0 for x in o),
-            any_max_norm=any(x.max_norm is not None for x in o),
-            any_l1=any(x.l1 > 0 for x in o),
-            any_deepnet=any(x.momentum_rule == "deepnet" for x in o),
-            any_kl=any(x.kl_sparsity > 0 for x in o),
-        )
-
-
-def learning_rate(h: Hyper, epoch: int, step: int) -> torch.Tensor:
-    """eps_t: constant, eps_0 * decay^epoch, or eps_0 / (1 + step / half_life)."""
-    exponential = h.lr * h.lr_decay ** epoch
-    inverse_t = h.lr / (1.0 + step / h.lr_half_life)
-    lr = torch.where(h.schedule == 1, exponential, torch.where(h.schedule == 2, inverse_t, h.lr))
-    return lr.float()
-
-
-def momentum(h: Hyper, epochs_done: float) -> torch.Tensor:
-    """m_t: a linear ramp from m_start to m_end over m_ramp epochs (2012 arXiv paper, Appendix A.2), or
-    deepnet's exponential approach m_end - (m_end - m_start) exp(-t / m_ramp). m_ramp = 0: m_end throughout."""
-    t = torch.where(h.m_ramp > 0, epochs_done / h.m_ramp, math.inf)  # m_ramp = 0: both forms give m_end
-    left = torch.where(h.m_exponential, torch.exp(-t), 1.0 - t.clamp(max=1.0))  # share of the gap still to go
-    return (h.m_end - (h.m_end - h.m_start) * left).float()
-
-
-@torch.no_grad()
-def max_norm_(weights: Sequence[torch.Tensor], c: torch.Tensor) -> None:
-    """Rescale each unit's *incoming* weight vector (a column of (K, n_in, n_out)) to L2 norm <= c.
-
-    Shorter columns are untouched; c = inf turns it off. Rows would be the outgoing weights: the
-    reproduction bug this guards against. deepnet does the same after every update (parameter.py
-    Update, `norm_limit(weight_norm, axis=0)` on an (n_in, n_out) weight).
-    """
-    for w in weights:
-        norms = w.norm(dim=1, keepdim=True)  # (K, 1, n_out)
-        w.mul_(torch.clamp(c / norms, max=1.0))  # norm 0 gives inf, clamped to 1
-
-
-BOUND_RTOL = 1e-3  # a unit "sits at c" when its incoming norm is within 0.1% of c
-
-
-@torch.no_grad()
-def at_max_norm(weights: Sequence[torch.Tensor], c: torch.Tensor) -> torch.Tensor:
-    """(K,) share of units, over all layers, whose incoming norm sits at c: is the constraint live?
-
-    NaN for a model without max-norm. A unit whose last update pointed inwards sits just below c,
-    hence the tolerance.
-    """
-    c = c.view(-1, 1)
-    at = sum((w.norm(dim=1) >= c * (1 - BOUND_RTOL)).sum(dim=1) for w in weights)
-    frac = at / sum(w.shape[2] for w in weights)
-    return torch.where(torch.isinf(c.view(-1)), math.nan, frac)
-
-
-def kl_sparsity(acts: Sequence[torch.Tensor], rho: torch.Tensor, logistic: bool) -> torch.Tensor:
-    """(K,) sparsity penalty summed over hidden units, on rho_hat, a unit's batch-mean activation.
-
-    acts are (K, B, n) activations before dropout. Logistic units: KL(rho || rho_hat), clamped so
-    that a saturated unit keeps a finite log. Other units: (rho_hat - rho)^2 / 2, deepnet's form for
-    them (layer.py: gradient rho_hat - rho). Its gradient is right where the Bernoulli KL is not: a
-    ReLU mean above 1 (where the KL is undefined) is pulled down hardest, a dead unit (rho_hat = 0)
-    is pushed up.
-    """
-    total = 0.0
-    for a in acts:
-        r = a.mean(dim=1)  # (K, n)
-        if logistic:
-            r = r.clamp(1e-6, 1 - 1e-6)
-            pen = rho * torch.log(rho / r) + (1 - rho) * torch.log((1 - rho) / (1 - r))
-        else:
-            pen = 0.5 * (r - rho) ** 2
-        total = total + pen.sum(dim=1)
-    return total
-
-
-def regularised_grad(g: torch.Tensor, p: torch.Tensor, h: Hyper, l1: torch.Tensor) -> torch.Tensor:
-    """L2 and L1 on a weight: g + wd * w + l1 * sign(w); skipped where no model asks for it.
-
-    l1: (K, 1, 1), the L1 coefficient of this step (l1_now).
-    """
-    if h.any_weight_decay:
-        g = g + h.weight_decay * p
-    if h.any_l1:
-        g = g + l1 * torch.sign(p)
-    return g
-
-
-def l1_now(h: Hyper, step: int) -> torch.Tensor:
-    """The L1 coefficient of update `step` (counted from 0): 0 for the first l1_after updates."""
-    return torch.where(step >= h.l1_after, h.l1, 0.0)
-
-
-@torch.no_grad()
-def sgd_update_(params, velocities, grads, is_weight, lr, m, h: Hyper, live, step: int = 0) -> None:
-    """One SGD step with momentum under each model's rule (config.OptimConfig.momentum_rule).
-
-    All three rules are written as v <- m*v - a*g; w <- w + b*v, with (a, b) = ((1-m)*lr, 1) for hinton,
-    (lr, 1) for classical and (1, lr) for deepnet, where v is minus deepnet's accumulated D.
-    L2 and L1 act on weights, not biases (deepnet: Update('bias', no_reg=True)).
-    live: (K, 1, 1) bool, or None when every model is live (the common case, one pass cheaper).
-    """
-    deepnet = h.rule == RULES["deepnet"]
-    a = torch.where(deepnet, 1.0, lr * (1.0 - m * (h.rule == RULES["hinton"])))
-    b = torch.where(deepnet, lr, 1.0) if h.any_deepnet else None  # None: b = 1 for every model
-    l1 = l1_now(h, step) if h.any_l1 else None
-    for p, v, g, decays in zip(params, velocities, grads, is_weight):
-        if decays:
-            g = regularised_grad(g, p, h, l1)
-        v.mul_(m).addcmul_(a, g, value=-1.0)  # fused: no (K, n_in, n_out) temporary
-        if live is None:
-            p.add_(v) if b is None else p.addcmul_(b, v)
-        else:  # a diverged model is frozen
-            p.add_(torch.where(live, v if b is None else b * v, 0.0))
-
-
-@torch.no_grad()
-def adam_update_(params, moments, grads, is_weight, lr, t: int, h: Hyper, live) -> None:
-    """Adam (Kingma & Ba) with per-model lr; L2 (and L1) added to the gradient, as torch.optim.Adam does."""
-    l1 = l1_now(h, t - 1) if h.any_l1 else None
-    for p, (m1, m2), g, decays in zip(params, moments, grads, is_weight):
-        if decays:
-            g = regularised_grad(g, p, h, l1)
-        m1.mul_(h.beta1).add_((1 - h.beta1) * g)
-        m2.mul_(h.beta2).add_((1 - h.beta2) * g * g)
-        m1_hat = m1 / (1 - h.beta1 ** t)
-        m2_hat = m2 / (1 - h.beta2 ** t)
-        step = lr * m1_hat / (m2_hat.sqrt() + h.eps)
-        p.sub_(step if live is None else torch.where(live, step, 0.0))
 
 
 # ----------------------------------------------------------------------------------------------

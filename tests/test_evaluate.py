@@ -9,7 +9,8 @@ import torch.nn.functional as F
 
 from dropout_lab import data as data_mod
 from dropout_lab.evaluate import entropy, expected_calibration_error, mc_evaluate
-from dropout_lab.train import StackTrainer, kl_sparsity, train_stack
+from dropout_lab.optim import kl_sparsity
+from dropout_lab.train import StackTrainer, train_stack
 
 from conftest import tiny_config
 

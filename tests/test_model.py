@@ -8,16 +8,8 @@ import torch.nn.functional as F
 
 from dropout_lab.data import spiral
 from dropout_lab.model import StackedMLP
-from dropout_lab.train import (
-    StackTrainer,
-    at_max_norm,
-    learning_rate,
-    max_norm_,
-    momentum,
-    pack,
-    sgd_update_,
-    train_stack,
-)
+from dropout_lab.optim import at_max_norm, learning_rate, max_norm_, momentum, sgd_update_
+from dropout_lab.train import StackTrainer, pack, train_stack
 
 from conftest import tiny_config
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 
 from dropout_lab import data as data_mod
-from dropout_lab.train import Hyper, StackTrainer, adam_update_, learning_rate, momentum, sgd_update_
+from dropout_lab.optim import Hyper, adam_update_, learning_rate, momentum, sgd_update_
+from dropout_lab.train import StackTrainer
 
 from conftest import tiny_config
 
