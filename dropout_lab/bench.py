@@ -1,19 +1,24 @@
-"""`dropout-lab bench`: the stacked trainer against the loop a PyTorch user would write.
+"""`dropout-lab bench`: the stacked trainer against the loops a PyTorch user would write.
 
-The baseline is kept here as the honest reference: nn.Sequential of nn.Linear / nn.ReLU / nn.Dropout,
-a DataLoader over a TensorDataset on the host, torch.optim.SGD with momentum and max-norm by
-torch.renorm after every step. Everything is timed in one process, one after another, on one device,
-over the same MNIST-shaped data; warm-up steps are timed apart. Throughput does not depend on the
-pixel values, so the data are synthetic (uniform pixels, random labels) and no download is needed.
+Two baselines, both nn.Sequential of nn.Dropout / nn.Linear / nn.ReLU, torch.optim.SGD with momentum
+and max-norm by renorm after every step:
+- tuned, the loop a user writes for speed: the data resident on the device, batches by indexing a
+  device randperm, optim.SGD(foreach=True), gradients set to None. The headline ratio is against it.
+- dataloader, the typical loop: a DataLoader over host tensors, each batch copied to the device.
+Everything is timed in one process, one after another, on one device, over the same Dataset object
+and the same number of steps, with the device synchronised before every clock read; warm-up steps
+are timed apart. Throughput does not depend on the pixel values, so the data are synthetic (uniform
+pixels, random labels) and no download is needed.
 """
 
 from __future__ import annotations
 
+import gc
 import json
 import platform
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,21 +34,35 @@ from .train import StackTrainer
 # dense fp32 / tf32 peaks (TFLOP/s) of devices whose figure is published; others report no fraction
 PEAKS = {"H100": {"fp32": 67.0, "tf32": 495.0}, "H200": {"fp32": 67.0, "tf32": 495.0},
          "A100": {"fp32": 19.5, "tf32": 156.0}}
+BATCH = 100
+FLOPS_COUNTED = ("per example and layer a->b: forward 2ab + b (bias); weight gradient 2ab, bias gradient b; "
+                 "input gradient 2ab for every layer but the first (its input is the data, which needs none); "
+                 "elementwise work (ReLU, dropout, softmax) and the per-step update are not counted")
+MEMORY_MEASURED = ("CUDA: torch.cuda.max_memory_allocated during the trainer's construction and run, less "
+                   "the memory allocated just before its construction (previous trainer freed, peak stats "
+                   "reset, CUDA context and cuBLAS workspace created beforehand); the host Dataset is made "
+                   "once before any trainer, and each trainer's own device copies of it count. CPU: not "
+                   "measured (None): a process's peak RSS never falls, and freed host memory stays with "
+                   "the allocator, so trainers timed one after another in one process are not comparable")
+
+Run = Callable[[int], None]  # run(n): n training steps
 
 
 @dataclass
 class Timing:
-    name: str
+    name: str  # tuned | dataloader | stack K=<K>
+    what: str
     K: int
     steps: int
+    warmup_steps: int
     seconds: float
     warmup_seconds: float
     peak_memory_mb: float | None
     steps_per_s_per_model: float = 0.0
-    ratio_vs_baseline: float | None = None
+    ratio_vs_baseline: float | None = None  # against the tuned loop
+    ratio_vs_dataloader: float | None = None
     tflops: float = 0.0
     peak_fraction: float | None = None
-    extra: dict = field(default_factory=dict)
 
 
 def synthetic(n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> Dataset:
@@ -58,62 +77,123 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _reset_memory(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
+_clock = time.perf_counter  # one name for every clock read, so a test can watch them
 
 
-def _peak_mb(device: torch.device) -> float | None:
-    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
+def _timed(run: Run, device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
+    """(seconds for `steps` steps, seconds for the `warmup` steps before them).
 
-
-def _timed(run, device: torch.device, steps: int, warmup: int) -> tuple[float, float]:
-    """(seconds for `steps` steps, seconds for the `warmup` steps before them); the device is synced."""
-    t = time.perf_counter()
+    A sync before each start drains work queued earlier (the trainer's construction, the warm-up), and
+    one before each stop waits for the steps themselves: the clock brackets exactly the steps it times.
+    """
+    _sync(device)
+    t = _clock()
     run(warmup)
     _sync(device)
-    warm = time.perf_counter() - t
-    t = time.perf_counter()
+    warm = _clock() - t
+    _sync(device)
+    t = _clock()
     run(steps)
     _sync(device)
-    return time.perf_counter() - t, warm
+    return _clock() - t, warm
 
 
-def baseline(sizes: Sequence[int], data: Dataset, device: torch.device, steps: int, warmup: int,
-             lr: float = 0.1, momentum: float = 0.9, c: float = 3.5, batch: int = 100) -> Timing:
-    """The plain loop, as a PyTorch user writes it."""
+def _prime(device: torch.device) -> None:
+    """Create the CUDA context and cuBLAS handle and workspace, which live as long as the process: made
+    inside the first trainer's memory window, they would count against it alone."""
+    if device.type == "cuda":
+        lin = nn.Linear(8, 8).to(device)
+        F.cross_entropy(lin(torch.ones(4, 8, device=device)), torch.zeros(4, dtype=torch.long,
+                                                                          device=device)).backward()
+        _sync(device)
+
+
+def _measure(name: str, what: str, K: int, build: Callable[[], Run], device: torch.device, steps: int,
+             warmup: int) -> Timing:
+    """Build a trainer and time it; its peak memory is counted from the same point as every other's."""
+    base = None
+    gc.collect()  # the previous trainer is gone, reference cycles included, before the window opens
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        _sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
+    run = build()
+    seconds, warm = _timed(run, device, steps, warmup)
+    peak = None if base is None else (torch.cuda.max_memory_allocated(device) - base) / 2**20
+    return Timing(name, what, K, steps, warmup, seconds, warm, peak)
+
+
+def sequential(sizes: Sequence[int], device: torch.device) -> nn.Sequential:
     torch.manual_seed(0)
     layers: list[nn.Module] = [nn.Dropout(0.2)]
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         layers.append(nn.Linear(a, b))
         if i < len(sizes) - 2:
             layers += [nn.ReLU(), nn.Dropout(0.5)]
-    model = nn.Sequential(*layers).to(device)
-    opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
-    ds = torch.utils.data.TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train))
-    loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True)
-    linears = [m for m in model if isinstance(m, nn.Linear)]
+    return nn.Sequential(*layers).to(device).train()
 
-    def run(n: int) -> None:
-        done = 0
-        while done < n:
-            for x, y in loader:
-                x, y = x.to(device), y.to(device)
-                opt.zero_grad()
-                F.cross_entropy(model(x), y).backward()
+
+def tuned(sizes: Sequence[int], data: Dataset, device: torch.device, steps: int, warmup: int,
+          lr: float = 0.1, momentum: float = 0.9, c: float = 3.5, batch: int = BATCH) -> Timing:
+    """The loop a competent PyTorch user writes for speed: no host work per step but the launches."""
+
+    def build() -> Run:
+        model = sequential(sizes, device)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, foreach=True)
+        weights = [m.weight for m in model if isinstance(m, nn.Linear)]
+        x_all = torch.as_tensor(data.x_train, device=device)
+        y_all = torch.as_tensor(data.y_train, device=device)
+        n = len(x_all)
+        at = {"perm": torch.randperm(n, device=device), "i": 0}
+
+        def run(k: int) -> None:
+            for _ in range(k):
+                if at["i"] + batch > n:  # a new epoch; the last partial batch is dropped, as below
+                    at["perm"], at["i"] = torch.randperm(n, device=device), 0
+                idx = at["perm"][at["i"]:at["i"] + batch]
+                at["i"] += batch
+                opt.zero_grad(set_to_none=True)
+                F.cross_entropy(model(x_all[idx]), y_all[idx]).backward()
                 opt.step()
                 with torch.no_grad():
-                    for lin in linears:  # each unit's incoming weights are a row of (out, in)
-                        lin.weight.copy_(torch.renorm(lin.weight, 2, 0, c))
-                done += 1
-                if done == n:
-                    return
+                    for w in weights:  # each unit's incoming weights are a row of (out, in)
+                        w.renorm_(2, 0, c)
+        return run
 
-    model.train()
-    _reset_memory(device)
-    seconds, warm = _timed(run, device, steps, warmup)
-    return Timing("baseline: nn.Sequential + DataLoader + optim.SGD + renorm", 1, steps, seconds, warm,
-                  _peak_mb(device))
+    return _measure("tuned", "nn.Sequential, data on the device, randperm batches, optim.SGD(foreach), renorm_",
+                    1, build, device, steps, warmup)
+
+
+def dataloader(sizes: Sequence[int], data: Dataset, device: torch.device, steps: int, warmup: int,
+               lr: float = 0.1, momentum: float = 0.9, c: float = 3.5, batch: int = BATCH) -> Timing:
+    """The typical loop, as the PyTorch tutorials write it."""
+
+    def build() -> Run:
+        model = sequential(sizes, device)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum)
+        ds = torch.utils.data.TensorDataset(torch.as_tensor(data.x_train), torch.as_tensor(data.y_train))
+        loader = torch.utils.data.DataLoader(ds, batch_size=batch, shuffle=True, drop_last=True)
+        linears = [m for m in model if isinstance(m, nn.Linear)]
+
+        def run(n: int) -> None:
+            done = 0
+            while done < n:
+                for x, y in loader:
+                    x, y = x.to(device), y.to(device)
+                    opt.zero_grad()
+                    F.cross_entropy(model(x), y).backward()
+                    opt.step()
+                    with torch.no_grad():
+                        for lin in linears:
+                            lin.weight.copy_(torch.renorm(lin.weight, 2, 0, c))
+                    done += 1
+                    if done == n:
+                        return
+        return run
+
+    return _measure("dataloader", "nn.Sequential, DataLoader over host tensors, optim.SGD, renorm",
+                    1, build, device, steps, warmup)
 
 
 def stacked(sizes: Sequence[int], K: int, data: Dataset, device: torch.device, steps: int, warmup: int) -> Timing:
@@ -121,25 +201,33 @@ def stacked(sizes: Sequence[int], K: int, data: Dataset, device: torch.device, s
     hidden = "[" + ",".join(map(str, sizes[1:-1])) + "]"
     cfgs = [load(None, [f"model.hidden={hidden}", f"seed={k}", "optim.lr=0.1", "optim.momentum_ramp_epochs=0",
                         "optim.momentum_start=0.9", "optim.momentum_end=0.9", "optim.max_norm=3.5",
-                        "optim.lr_schedule=constant", f"model.dropout.p_hidden={0.5 - 0.01 * (k % 10)}"])
+                        f"optim.batch_size={BATCH}", "optim.lr_schedule=constant",
+                        f"model.dropout.p_hidden={0.5 - 0.01 * (k % 10)}"])
             for k in range(K)]
-    _reset_memory(device)
-    tr = StackTrainer(cfgs, data, device)
 
-    def run(n: int) -> None:
-        for _ in range(n):
-            if tr.order is None or tr.s == tr.steps_per_epoch:
-                tr.begin_epoch()
-            tr.train_step()
+    def build() -> Run:
+        tr = StackTrainer(cfgs, data, device)
 
-    seconds, warm = _timed(run, device, steps, warmup)
-    return Timing(f"dropout-lab stack, K={K}", K, steps, seconds, warm, _peak_mb(device))
+        def run(n: int) -> None:
+            for _ in range(n):
+                if tr.order is None or tr.s == tr.steps_per_epoch:
+                    tr.begin_epoch()
+                tr.train_step()
+        return run
+
+    return _measure(f"stack K={K}", f"dropout-lab StackTrainer, {K} models in one stack", K, build, device,
+                    steps, warmup)
 
 
-def flops_per_model_step(sizes: Sequence[int], batch: int = 100) -> float:
-    """6 x params x batch: forward 2, backward 4 multiply-adds per weight per example."""
-    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    return 6.0 * params * batch
+def flops_per_model_step(sizes: Sequence[int], batch: int = BATCH) -> float:
+    """The FLOPs of one model's training step, counted as they are computed (see FLOPS_COUNTED).
+
+    6 x params x batch would also count the first layer's input gradient, which autograd never
+    computes: for 784-256-256-10 that overstates the work by 33%.
+    """
+    layers = list(zip(sizes[:-1], sizes[1:]))
+    per_example = sum(4 * a * b + 2 * b for a, b in layers) + sum(2 * a * b for a, b in layers[1:])
+    return float(per_example * batch)
 
 
 def peak_tflops(device: torch.device) -> float | None:
@@ -157,38 +245,44 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
     sizes = [int(n) for n in arch.split("-")]
     if sizes[0] != 784 or sizes[-1] != 10:
         raise ValueError(f"--arch {arch}: must start with 784 and end with 10 (MNIST)")
-    data = synthetic()
-    timings = [baseline(sizes, data, device, steps, warmup)]
+    data = synthetic()  # one Dataset for every trainer, made before any memory window opens
+    _prime(device)
+    timings = [tuned(sizes, data, device, steps, warmup), dataloader(sizes, data, device, steps, warmup)]
     timings += [stacked(sizes, K, data, device, steps, warmup) for K in stacks]
-    base = timings[0].K * timings[0].steps / timings[0].seconds
     flops, peak = flops_per_model_step(sizes), peak_tflops(device)
     for t in timings:
         t.steps_per_s_per_model = t.K * t.steps / t.seconds
+    base, loader = timings[0].steps_per_s_per_model, timings[1].steps_per_s_per_model
+    for t in timings:
         t.ratio_vs_baseline = t.steps_per_s_per_model / base
+        t.ratio_vs_dataloader = t.steps_per_s_per_model / loader
         t.tflops = t.steps_per_s_per_model * flops / 1e12
         t.peak_fraction = t.tflops / peak if peak else None
     env = env_info(device)
+    keys = ("steps_per_s_per_model", "ratio_vs_baseline", "ratio_vs_dataloader", "tflops", "peak_fraction",
+            "peak_memory_mb", "seconds", "warmup_seconds")
     return {
         "command": env["command"],
         "git_commit": env["git_commit"],
         "device": device_name(device),
         "device_type": device.type,
         "arch": arch,
-        "batch": 100,
+        "batch": BATCH,
         "steps_timed": steps,
         "warmup_steps": warmup,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
         "data": "synthetic MNIST-shaped (60,000 x 784 uniform pixels, random labels)",
-        "baseline_steps_per_s": base,
-        "stacks": {str(t.K): {"steps_per_s_per_model": t.steps_per_s_per_model,
-                              "ratio_vs_baseline": t.ratio_vs_baseline, "tflops": t.tflops,
-                              "peak_fraction": t.peak_fraction, "peak_memory_mb": t.peak_memory_mb,
-                              "seconds": t.seconds, "warmup_seconds": t.warmup_seconds}
-                   for t in timings[1:]},
+        "baseline_steps_per_s": base,  # the tuned loop: the ratios' reference
+        "dataloader_steps_per_s": loader,
+        "baselines": {t.name: {"what": t.what, **{k: getattr(t, k) for k in keys}} for t in timings[:2]},
+        "stacks": {str(t.K): {k: getattr(t, k) for k in keys} for t in timings[2:]},
+        "flops_per_model_step": flops,
+        "flops_counted": FLOPS_COUNTED,
+        "peak_memory_measured": MEMORY_MEASURED,
         "timings": [asdict(t) for t in timings],
-        "paper_length_seconds_per_model": {str(t.K): 1_000_000 / t.steps_per_s_per_model for t in timings},
+        "paper_length_seconds_per_model": {t.name: 1_000_000 / t.steps_per_s_per_model for t in timings},
     }
 
 

@@ -1,4 +1,9 @@
-"""The `dropout-lab` command line. Exit codes: 0 all completed, 1 a run failed or diverged, 2 bad input."""
+"""The `dropout-lab` command line.
+
+Exit codes: 0 all completed; 1 a run failed or diverged, in this invocation or kept from an earlier one (a
+diverged run is kept until --force, and the results still lack it); 2 bad input, a damaged results file for
+`plot` included (`run` and `sweep` retrain a run whose files are damaged, and say so); 130 interrupted.
+"""
 
 from __future__ import annotations
 
@@ -12,6 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from . import data as data_mod
+from . import tables
 from .config import ConfigError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -29,10 +35,6 @@ def fail(message: str, code: int) -> None:
     """One line on stderr and a non-zero exit: the contract for bad input."""
     err_console.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
-
-
-def pct(x) -> str:
-    return "-" if x is None else f"{100 * x:.2f}%"
 
 
 def _resolve(cfg_device: str, device: str | None):
@@ -54,7 +56,7 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="override a key: --set optim.epochs=3 (value parsed as YAML)"),
     out: Path = typer.Option(Path("results"), "--out", help="results root; runs go to OUT/<name>/<run_id>/"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
-    force: bool = typer.Option(False, "--force", help="retrain runs that already completed"),
+    force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
     scale: str = typer.Option("full", "--scale", help="full (as written) | quick (every run shrunk and labelled: "
                                                    "widths /8, updates /500, 10k images; see scale.py)"),
 ) -> None:
@@ -82,9 +84,12 @@ def run(
     try:
         with folder_lock(root):
             runs = survey(sw.runs, root, sw.values, force)
+            _notes(runs)
             for r in runs:
                 if r.status == "completed":
                     _log(f"{r.id}: already completed, skipped (--force retrains)")
+                elif r.skipped:
+                    _log(f"{r.id}: diverged earlier, kept (--force retrains)")
                 elif r.status == "partial" and r.progress != (0, 0):
                     _log(f"{r.id}: resuming from its checkpoint at epoch {r.progress[0]}, step {r.progress[1]}")
             execute(runs, plan(runs, dev), datasets, dev, env_info(dev), err_console)
@@ -93,22 +98,14 @@ def run(
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept, unfinished ones are checkpointed; the same command resumes", 130)
 
-    table = Table(title=f"{cfg.name}: test error" + (" (MNIST)" if cfg.data.dataset == "mnist" else ""))
-    for col in ("model", "status", "final test", "best test", "final train", "epochs", "seconds"):
-        table.add_column(col, justify="left" if col in ("model", "status") else "right")
-    for r in runs:
-        s = r.summary
-        status = s["status"] + (" (earlier)" if r.skipped else "")
-        table.add_row("dropout" if s.get("dropout") else "control", status, pct(s["final_test_error"]),
-                      pct(s["best_test_error"]), pct(s["final_train_error"]), str(s["epochs_completed"]),
-                      f"{s['wall_seconds']:.1f}")
-    out_console.print(table)
+    name = cfg.name + (" (MNIST)" if cfg.data.dataset == "mnist" else "")
+    out_console.print(tables.run_table(name, runs))
     for r in runs:
         out_console.print(f"  {'dropout' if r.summary.get('dropout') else 'control'}: {r.dir}", highlight=False)
     if len(runs) == 2 and all(r.status == "completed" for r in runs):
         drop, ctrl = (r.summary["final_test_error"] for r in runs)
         verdict = "beats" if drop < ctrl else "does not beat"
-        out_console.print(f"dropout {verdict} its control: {pct(drop)} vs {pct(ctrl)} final test error "
+        out_console.print(f"dropout {verdict} its control: {tables.pct(drop)} vs {tables.pct(ctrl)} final test error "
                           f"({100 * (drop - ctrl):+.2f} percentage points)")
     _exit_on_failures(runs)
 
@@ -118,85 +115,16 @@ def _exit_on_failures(runs) -> None:
     if bad:
         err_console.print(f"{len(bad)} run(s) did not complete:", style="red")
         for r in bad:
-            err_console.print(f"  {r.id}: {r.status}: {(r.summary or {}).get('error', '')}", markup=False)
+            kept = " (kept from an earlier invocation; --force retrains)" if r.skipped else ""
+            err_console.print(f"  {r.id}: {r.status}{kept}: {(r.summary or {}).get('error', '')}", markup=False)
         raise typer.Exit(1)
 
 
-def _fmt(v) -> str:
-    if v is None:
-        return "off"
-    if isinstance(v, float):
-        return f"{v:g}"
-    if isinstance(v, list):
-        return "x".join(map(str, v))
-    return str(v)
-
-
-def _n(count: int, word: str) -> str:
-    return f"{count} {word}" + ("" if count == 1 else "s")
-
-
-def _head(key: str) -> str:
-    return key.rsplit(".", 1)[-1]  # model.dropout.p_hidden -> p_hidden: narrow tables stay legible
-
-
-def _status(r) -> str:
-    if r.status == "partial":
-        return f"partial (epoch {r.progress[0]}/{r.cfg.optim.epochs})" if r.progress != (0, 0) else "partial (restarts)"
-    return {"completed": "done", "failed": "failed (retried)", "diverged": "diverged (retried)"}.get(r.status, r.status)
-
-
-def _plan_tables(sw, runs, stacks) -> None:
-    t = Table(title=f"{sw.base.name}: {_n(len(runs), 'run')}", title_justify="left")
-    t.add_column("#", justify="right", no_wrap=True)
-    t.add_column("run id", overflow="fold")  # the one column that wraps on a narrow terminal
-    for col in (*map(_head, sw.keys), "seed", "dropout", "status"):
-        t.add_column(col, no_wrap=True)
-    for i, r in enumerate(runs, 1):
-        t.add_row(str(i), r.id, *(_fmt(r.values[k]) for k in sw.keys), str(r.cfg.seed),
-                  "yes" if r.cfg.has_dropout else "no", _status(r))
-    out_console.print(t)
-    if not stacks:
-        out_console.print("nothing left to train: every run is done")
-        return
-    t = Table(title=f"{_n(len(stacks), 'stack')} (runs of one structure train together, as one set of batched ops)",
-              title_justify="left")
-    for col in ("stack", "K", "layers", "act.", "dropout", "train n", "batch", "epochs", "from"):
-        t.add_column(col, no_wrap=True)
-    for n, s in enumerate(stacks, 1):
-        c = s[0].cfg
-        kinds = {r.cfg.model.dropout.kind for r in s if r.cfg.has_dropout} or {"none"}
-        t.add_row(str(n), str(len(s)), "-".join(map(str, c.widths())), c.model.activation, kinds.pop(),
-                  str(c.data.train_size or "all"), str(c.optim.batch_size), str(c.optim.epochs),
-                  f"epoch {s[0].progress[0]}" if s[0].progress != (0, 0) else "start")
-    out_console.print(t)
-
-
-def _results_table(sw, runs) -> None:
-    """Mean ± std over seeds of each point of the sweep."""
-    import statistics
-
-    groups: dict[tuple, list] = {}
-    for r in sorted(runs, key=lambda r: not r.cfg.has_dropout):  # controls last
-        groups.setdefault((*(_fmt(r.values[k]) for k in sw.keys), r.cfg.has_dropout), []).append(r)
-    t = Table(title=f"{sw.base.name}: final error, mean ± std over seeds", title_justify="left")
-    heads = [*map(_head, sw.keys), "dropout"]
-    for col in (*heads, "seeds", "test error", "train error", "status"):
-        t.add_column(col, justify="left" if col in (*heads, "status") else "right")
-
-    def ms(xs):
-        xs = [100 * x for x in xs if x is not None]
-        if not xs:
-            return "-"
-        return f"{statistics.fmean(xs):.2f} ± {statistics.pstdev(xs):.2f}%" if len(xs) > 1 else f"{xs[0]:.2f}%"
-
-    for key, members in groups.items():
-        done = [r.summary for r in members if r.status == "completed"]
-        statuses = sorted({r.status for r in members})
-        t.add_row(*key[:-1], "yes" if key[-1] else "no", str(len(done)),
-                  ms([s["final_test_error"] for s in done]), ms([s["final_train_error"] for s in done]),
-                  ", ".join(statuses))
-    out_console.print(t)
+def _notes(runs) -> None:
+    """survey()'s line per run with a damaged file or an unusable checkpoint: what was found, what is done."""
+    for r in runs:
+        if r.note:
+            err_console.print(f"warning: {r.note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -211,7 +139,7 @@ def sweep(
     gpus_per_stack: float = typer.Option(0.0, "--gpus-per-stack", help="GPUs a Ray task reserves; 0.25 shares 4/GPU"),
     max_stack: int | None = typer.Option(None, "--max-stack", help="at most K models per stack (default: memory)"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
-    force: bool = typer.Option(False, "--force", help="retrain runs that already completed"),
+    force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="stop at the first failed or diverged run"),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep checkpoint.pt of completed runs"),
     scale: str = typer.Option("full", "--scale", help="full (as written) | quick (every run shrunk and labelled: "
@@ -223,13 +151,8 @@ def sweep(
     from .sweep import load_sweep, shipped, write_sweep_yaml
 
     if config is None:
-        t = Table(title="shipped sweeps: dropout-lab sweep FILE [--dry-run] [--scale quick]", title_justify="left")
-        for col in ("config", "runs", "what it reproduces"):
-            t.add_column(col, overflow="fold")
-        for folder in (Path("configs/sweeps"), Path("configs/paper")):
-            for path, description, count in shipped(folder):
-                t.add_row(str(path), str(count), description)
-        out_console.print(t)
+        found = [x for folder in (Path("configs/sweeps"), Path("configs/paper")) for x in shipped(folder)]
+        out_console.print(tables.shipped_table(found))
         return
     try:
         if backend not in ("local", "ray"):
@@ -251,14 +174,18 @@ def sweep(
     root = out / sw.base.name
     if dry_run:
         runs = survey(sw.runs, root, sw.values, force)
+        _notes(runs)
         stacks = plan(runs, dev, max_stack)
-        _plan_tables(sw, runs, stacks)
+        for t in tables.plan_tables(sw, runs, stacks):
+            out_console.print(t)
+        if not stacks:
+            out_console.print("nothing left to train: every run is done")
         counts = {s: sum(r.status == s for r in runs) for s in ("completed", "partial", "new", "failed", "diverged")}
         seconds = estimate_seconds(stacks, datasets, dev) if stacks else 0.0
         out_console.print(
             f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; "
-            f"{model_steps(stacks, datasets):,} model-steps left in {_n(len(stacks), 'stack')}; "
-            f"about {_duration(seconds)} on {dev} (timed from a few steps of each structure; "
+            f"{model_steps(stacks, datasets):,} model-steps left in {tables.plural(len(stacks), 'stack')}; "
+            f"about {tables.duration(seconds)} on {dev} (timed from a few steps of each structure; "
             f"{'Ray runs stacks in parallel' if backend == 'ray' else 'one stack after another'})", highlight=False)
         return
 
@@ -266,10 +193,13 @@ def sweep(
     try:
         with folder_lock(root):
             runs = survey(sw.runs, root, sw.values, force)
+            _notes(runs)
             stacks = plan(runs, dev, max_stack)
-            err_console.print(f"[bold]{sw.base.name}[/bold]: {_n(len(runs), 'run')}, "
-                              f"{sum(r.status == 'completed' for r in runs)} already done; "
-                              f"{_n(len(stacks), 'stack')} on {dev if backend == 'local' else 'Ray'}; "
+            kept = sum(r.skipped and r.status == "diverged" for r in runs)
+            err_console.print(f"[bold]{sw.base.name}[/bold]: {tables.plural(len(runs), 'run')}, "
+                              f"{sum(r.status == 'completed' for r in runs)} already done"
+                              + (f", {kept} diverged earlier (kept; --force retrains)" if kept else "") + "; "
+                              f"{tables.plural(len(stacks), 'stack')} on {dev if backend == 'local' else 'Ray'}; "
                               f"results in {root}/")
 
             def index():
@@ -311,16 +241,10 @@ def sweep(
         fail(str(e), 1)
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept, unfinished ones are checkpointed; the same command resumes", 130)
-    _results_table(sw, runs)
+    out_console.print(tables.results_table(sw, runs))
     out_console.print(f"index: {root / 'index.csv'}   plots: dropout-lab plot {root}", highlight=False)
     _exit_on_failures(runs)
 
-
-def _duration(seconds: float) -> str:
-    """An estimate in the unit a person plans with: 1.4 min, 7.2 h, 51 days."""
-    if seconds < 90 * 60:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h" if seconds < 48 * 3600 else f"{seconds / 86400:,.0f} days"
 
 @app.command()
 def plot(
@@ -335,7 +259,7 @@ def plot(
     Files go to <folder>/plots/*.png and .svg.
     """
     from .plot import plot_folder, stale
-    from .results import run_dirs
+    from .readback import Damaged, check_folder, run_dirs
     from .sweep_plot import is_sweep
 
     if results:
@@ -352,13 +276,23 @@ def plot(
         folders = found if (x or y) else [f for f in found if stale(f)]
         for f in sorted(set(found) - set(folders)):
             out_console.print(f"{f}: plots up to date", highlight=False)
+    damaged = False
     for folder in folders:
+        try:  # nothing is drawn from a damaged file: one line for the folder, the others are still plotted
+            check_folder(folder)
+        except Damaged as e:
+            err_console.print(f"error: {e}: run the `dropout-lab sweep` (or `run`) command that wrote '{folder}' "
+                              "again to retrain that run, then plot", markup=False, highlight=False, soft_wrap=True)
+            damaged = True
+            continue
         try:
             paths = plot_folder(folder, x, y)
         except ValueError as e:
             fail(str(e), 2)
         for path in paths:
             out_console.print(f"wrote {path}", highlight=False)
+    if damaged:
+        raise typer.Exit(2)
 
 
 @app.command()
@@ -377,8 +311,11 @@ def report(
             fail(f"results folder '{r}' not found", 2)
     if out.suffix != ".md" or (out.parent.exists() and not out.parent.is_dir()):
         fail(f"--out = {out}: must be a .md file in a folder (its figures go next to it, in report/)", 2)
+    def warn(line: str) -> None:
+        err_console.print(f"warning: {line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
     try:
-        headline = build(roots, out, command_line())
+        headline = build(roots, out, command_line(), warn)
     except OSError as e:
         fail(f"--out = {out}: cannot write the report there ({e.strerror})", 1)
     out_console.print(headline or "no Table 2 results yet", highlight=False, markup=False)
@@ -398,13 +335,7 @@ def beyond_ridge(
         summary = experiment(out, quick=quick, command=command_line())
     except data_mod.DataError as e:
         fail(str(e), 1)
-    t = Table(title="section 9.1 on MNIST softmax regression (short CPU run)")
-    for col in ("method", "drop q", "test error", "train error", "seeds"):
-        t.add_column(col, justify="left" if col == "method" else "right")
-    for r in summary["results"]:
-        t.add_row(r["label"], f"{r['q']:g}", f"{100 * r['test_error_mean']:.2f} ± {100 * r['test_error_std']:.2f}%",
-                  f"{100 * r['train_error_mean']:.2f}%", str(r["n_seeds"]))
-    out_console.print(t)
+    out_console.print(tables.ridge_table(summary))
     out_console.print(f"results: {out}", highlight=False)
 
 
@@ -426,13 +357,7 @@ def beyond_features(
         fail(str(e), 1)
     except ValueError as e:
         fail(str(e), 2)
-    t = Table(title="first hidden layer on the test images, dropout off")
-    for col in ("net", "test error", "mean activation", "activations = 0", "units with mean < 0.1"):
-        t.add_column(col, justify="left" if col == "net" else "right")
-    for name, m in result["models"].items():
-        t.add_row(name.replace("_", " "), f"{100 * m['test_error']:.2f}%", f"{m['mean_activation']:.3f}",
-                  f"{100 * m['frac_zero']:.1f}%", f"{100 * m['frac_low_units']:.1f}%")
-    out_console.print(t)
+    out_console.print(tables.features_table(result))
     out_console.print(f"results: {out}", highlight=False)
 
 
@@ -444,7 +369,8 @@ def bench(
     steps: int = typer.Option(200, "--steps", help="timed steps per measurement (after 20 warm-up steps)"),
     json_path: Path | None = typer.Option(None, "--json", help="also write the result as JSON to this file"),
 ) -> None:
-    """Time the stacked trainer against a plain PyTorch loop (baseline) on one device."""
+    """Time the stacked trainer against two plain PyTorch loops on one device: a tuned one (the baseline:
+    data on the device, randperm batches) and a typical one (a DataLoader)."""
     from .bench import benchmark, write_json
 
     try:
@@ -457,22 +383,13 @@ def bench(
     except ValueError:
         fail(f"--stack = {stack!r}, --steps = {steps}: stack sizes are positive integers (e.g. 1,8,32), "
              "steps >= 1", 2)
-    err_console.print(f"[dim]timing {arch} on {dev}: baseline, then stacks of {stack}, {steps} steps each[/dim]")
+    err_console.print(f"[dim]timing {arch} on {dev}: two baselines, stacks of {stack}, {steps} steps each[/dim]")
     try:
         result = benchmark(arch, ks, dev, steps)
     except ValueError as e:
         fail(str(e), 2)
-    table = Table(title=f"{arch}, batch 100, dropout 0.2/0.5, max-norm: {result['device']}, torch "
-                        f"{result['torch']}, {result['date']}", title_justify="left")
-    for col in ("trainer", "K", "model-steps/s", "vs baseline", "TFLOP/s", "of peak", "peak MiB", "warm-up s",
-                "1M steps/model"):
-        table.add_column(col, justify="left" if col == "trainer" else "right")
-    for t in result["timings"]:
-        table.add_row(t["name"], str(t["K"]), f"{t['steps_per_s_per_model']:,.1f}", f"{t['ratio_vs_baseline']:.2f}x",
-                      f"{t['tflops']:.3f}", "-" if t["peak_fraction"] is None else f"{100 * t['peak_fraction']:.0f}%",
-                      "-" if t["peak_memory_mb"] is None else f"{t['peak_memory_mb']:,.0f}",
-                      f"{t['warmup_seconds']:.1f}", f"{1e6 / t['steps_per_s_per_model'] / 60:,.1f} min")
-    out_console.print(table)
+    out_console.print(tables.bench_header(result), highlight=False)
+    out_console.print(tables.bench_table(result))
     if json_path is not None:
         write_json(result, json_path)
         out_console.print(f"wrote {json_path}", highlight=False)

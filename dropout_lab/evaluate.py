@@ -17,6 +17,11 @@ from .model import derive_seed, generator
 
 STREAM_MC = 4  # a random stream of its own: MC masks never shift the training masks
 ECE_BINS = 15
+# Test examples per MC pass, fixed so that no model's masks depend on its stack: the masks for
+# block b come from generators seeded by (model seed, STREAM_MC, repeat, layer, b), and a block size
+# chosen from K or the widths would move the block boundaries, and with them every mask. 256 is the
+# smallest chunk the K-dependent sizing ever chose, so a pass never holds more than it did then.
+MC_BLOCK = 256
 
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
@@ -63,25 +68,33 @@ def mc_evaluate(trainer, ks: Sequence[int], repeats: int, seeds: Sequence[int]) 
 
     One repeat draws max(ks) nets and reads the running average at each k, so a repeat costs max(ks)
     passes instead of sum(ks); repeats are independent, so the spread over them is each k's spread.
+    A model's masks are a function of its seed, the repeat, the layer, the net j and the test example
+    alone: every MC_BLOCK examples reseed its generators, so its results are the same in any stack.
     """
     model, x, y = trainer.model, trainer.x_test, trainer.y_test
     K, n, kmax = trainer.K, x.shape[0], max(ks)
     layers = [model.drop_in, *model.drops]
-    chunk = max(256, min(n, (1 << 24) // (K * max(model.sizes))))
+    blocks = range(0, n, MC_BLOCK)
     model.eval()
-    ws = torch.cat([F.softmax(model(x[i:i + chunk]), dim=-1) for i in range(0, n, chunk)], dim=1)
+    # the clean pass has no noise, but the same K-free blocks keep its row counts per matmul the same in
+    # any stack too
+    ws = torch.cat([F.softmax(model(x[i:i + MC_BLOCK]), dim=-1) for i in blocks], dim=1)
 
     train_gens = [d.generators for d in layers]
+    mc_gens = [[generator(0, x.device) for _ in seeds] for _ in layers]  # reseeded for every block below
     wrong = torch.zeros(repeats, len(ks), K)
     last = None  # repeat 0's average of kmax nets, for the uncertainty numbers
     try:
+        for d, gens in zip(layers, mc_gens):
+            d.generators = gens
+        model.set_mc(True)
         for r in range(repeats):
-            for li, d in enumerate(layers):
-                d.generators = [generator(derive_seed(s, STREAM_MC, r, li), x.device) for s in seeds]
-            model.set_mc(True)
             kept = []
-            for i in range(0, n, chunk):
-                xs, ys = x[i:i + chunk], y[i:i + chunk]
+            for b, i in enumerate(blocks):
+                for li, gens in enumerate(mc_gens):
+                    for g, s in zip(gens, seeds):
+                        g.manual_seed(derive_seed(s, STREAM_MC, r, li, b))
+                xs, ys = x[i:i + MC_BLOCK], y[i:i + MC_BLOCK]
                 total = torch.zeros(K, xs.shape[0], ws.shape[-1], device=x.device)
                 for j in range(1, kmax + 1):
                     total += F.softmax(model(xs), dim=-1)

@@ -6,6 +6,8 @@ swept key and, where two numeric keys span a grid, heatmaps.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -20,7 +22,8 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from .config import yaml_load  # noqa: E402
-from .results import read_metrics, run_dirs  # noqa: E402
+from .readback import read_metrics, run_dirs  # noqa: E402
+from .results import atomic_write  # noqa: E402
 from .sweep_plot import (  # noqa: E402
     CONTROL_COLOR,
     DROPOUT_COLORS,
@@ -166,19 +169,32 @@ def plot_curves(folder: Path, out_dir: Path) -> list[Path]:
     return _save(fig, out_dir, "curves")
 
 
+INPUTS = "plots/inputs.json"  # what the plots of a folder were drawn from: a digest of the files, and the plots
+
+
+def _inputs_digest(folder: Path) -> str:
+    """sha256 over the names and bytes of every file a folder's plots read.
+
+    Contents, not modification times: clocks, copies and checkouts reorder mtimes, bytes they keep.
+    """
+    h = hashlib.sha256()
+    files = [folder / "index.csv", folder / "sweep.yaml", *folder.glob("*/summary.json"), *folder.glob("*/metrics.csv")]
+    for path in sorted(p for p in files if p.is_file()):
+        h.update(path.relative_to(folder).as_posix().encode() + b"\0")
+        h.update(hashlib.sha256(path.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def stale(folder: Path) -> bool:
-    """True when plots are missing or older than what they show, so a plain `plot` redoes only changed folders."""
+    """True when a folder's plots are missing or were drawn from other files than those there now, so a plain
+    `plot` redoes only the folders that changed."""
     folder = Path(folder)
-    plots = folder / "plots"
-    inputs = [folder / "index.csv", folder / "sweep.yaml", *folder.glob("*/summary.json"),
-              *folder.glob("*/metrics.csv")]
-    newest = max((p.stat().st_mtime_ns for p in inputs if p.is_file()), default=0)
-    outputs = [plots / "curves.png"]
-    if is_sweep(folder):  # the newest: an earlier --x may have left others
-        outputs.append(max(plots.glob("sweep_*.png"), key=lambda p: p.stat().st_mtime_ns, default=None))
-    if any(p is None or not p.is_file() for p in outputs):
+    try:
+        record = json.loads((folder / INPUTS).read_text())
+        plots, digest = list(record["plots"]), record["inputs_sha256"]
+    except (OSError, ValueError, KeyError, TypeError):  # never plotted, or a record from elsewhere: redraw
         return True
-    return min(p.stat().st_mtime_ns for p in outputs) < newest
+    return digest != _inputs_digest(folder) or not all((folder / "plots" / name).is_file() for name in plots)
 
 
 def plot_folder(folder: Path, x: str | None = None, y: str | None = None) -> list[Path]:
@@ -197,7 +213,10 @@ def plot_folder(folder: Path, x: str | None = None, y: str | None = None) -> lis
         _resolve([], [], None, y)
     if x is not None and not sweep:
         raise ValueError(f"x='{x}': '{folder}' is not a sweep folder (it has no index.csv and sweep.yaml)")
+    digest = _inputs_digest(folder)  # before drawing: a run that changes meanwhile leaves the plots stale
     paths = plot_curves(folder, out)
     if sweep:
         paths += plot_sweep(folder, out, x, y) + plot_heatmap(folder, out, y=y or "test_error")
+    atomic_write(folder / INPUTS, json.dumps({"inputs_sha256": digest, "plots": sorted(p.name for p in paths)},
+                                             indent=2) + "\n")
     return paths

@@ -9,6 +9,7 @@ are never mixed in one row: each scale gets its own table.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -171,8 +172,13 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
-def build(roots: list[Path], out: Path, command: str) -> str:
+def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None] = lambda line: None) -> str:
+    """Writes the report to `out`; returns its headline (Table 2). warn(line) hears of each damaged run file,
+    which the report also lists: a run left out is never left out silently."""
     found = find(roots)
+    damaged = [w for res in found.values() for w in res.warnings]
+    for line in damaged:
+        warn(line)
     fig_dir = out.parent / "report"
     md = ["# dropout-lab: the paper's MNIST results next to ours", "",
           f"Made by `{command}` from the results folders, with no training. Errors are MNIST test errors in %, "
@@ -240,5 +246,8 @@ def build(roots: list[Path], out: Path, command: str) -> str:
     md += ["", f"Sweep wall time: {wall / 60:,.1f} min, the sum of the `sweep` sessions that trained these runs "
            f"(sessions.jsonl). Run time, summed: {total / 60:,.1f} min, each run's own wall time; the runs of a "
            "stack train together and share it.", ""]
+    if damaged:
+        md += ["## Damaged results", "", "Files that failed their checks when this report was made, and what the "
+               "report did about each:", "", *(f"- {line}" for line in damaged), ""]
     atomic_write(out, "\n".join(md))
     return "\n".join(headline)

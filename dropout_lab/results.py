@@ -10,7 +10,8 @@
 <out>/<name>/index.csv, sweep.yaml   one row per run of the last sweep; the sweep as resolved
 <out>/<name>/sessions.jsonl          one line per `sweep` invocation that trained: its wall time, device, outcome
 <out>/<name>/.lock                   held by the one process writing into the folder
-Errors are fractions in files and percentages on screen.
+Errors are fractions in files and percentages on screen. Every file is checked as it is read back
+(readback.py): one that cannot be trusted raises Damaged, naming it, rather than lending a run garbage.
 """
 
 from __future__ import annotations
@@ -34,11 +35,7 @@ import torch
 
 from . import __version__
 from .config import Config, to_yaml
-
-# max_norm_bound: the share of units whose incoming weight norm sits at c after the epoch (train.at_max_norm);
-# empty for a model without max-norm
-METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "train_error", "test_loss", "test_error",
-                  "val_error", "max_norm_bound", "seconds"]
+from .readback import METRIC_COLUMNS, Damaged, read_env, read_metrics
 
 
 def _replace(path: Path, write: Callable[[str], None]) -> None:
@@ -69,13 +66,6 @@ def save_figure(fig, path: Path, dpi: int = 120) -> Path:
     """A matplotlib figure saved atomically, in the format its suffix names (.png, .svg)."""
     _replace(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix[1:]))
     return path
-
-
-def read_summary(run_dir: Path) -> dict | None:
-    try:
-        return json.loads((run_dir / "summary.json").read_text())
-    except (FileNotFoundError, json.JSONDecodeError):
-        return None
 
 
 def git_commit() -> str | None:
@@ -135,11 +125,11 @@ class RunWriter:
         (run_dir / "summary.json").unlink(missing_ok=True)  # not finished until written again
         (run_dir / "mc.json").unlink(missing_ok=True)  # belongs to the final nets: written at the end
         atomic_write(run_dir / "config.yaml", to_yaml(cfg))
-        kept = read_metrics(run_dir, raw=True)[:keep_rows] if keep_rows else []
+        kept = read_metrics(run_dir, raw=True, upto=keep_rows) if keep_rows else []
         if keep_rows:  # provenance of the first start stays; each resumption is appended
-            try:
-                first = json.loads((run_dir / "env.json").read_text())
-            except (OSError, ValueError):
+            try:  # survey() resumes no run whose env.json is damaged; this is for a file gone since
+                first = read_env(run_dir) or dict(env)
+            except Damaged:
                 first = dict(env)
             first.setdefault("resumed", []).append({k: env[k] for k in ("started", "command", "git_commit",
                                                                         "device", "device_name")})
@@ -196,17 +186,6 @@ def _finite(x) -> float | None:
     return float(x) if isinstance(x, (int, float)) and x == x else None
 
 
-def read_metrics(run_dir: Path, raw: bool = False) -> list[dict]:
-    try:
-        with open(run_dir / "metrics.csv", newline="") as f:
-            rows = list(csv.DictReader(f))
-    except FileNotFoundError:
-        return []
-    if raw:
-        return rows
-    return [{k: (float(v) if v not in ("", None) else None) for k, v in row.items()} for row in rows]
-
-
 # ----------------------------------------------------------------------------------------------
 # checkpoints
 
@@ -229,7 +208,10 @@ def save_checkpoint(run_dir: Path, state: dict) -> None:
 
 
 def load_checkpoint(run_dir: Path, run_id: str | None = None, mmap: bool = False) -> dict | None:
-    """The run's checkpoint, or None when there is none, it is unreadable or it belongs to another config."""
+    """The run's checkpoint, or None when there is none, it is unreadable or it belongs to another config.
+
+    Raises Damaged when the metrics rows it would keep are torn: a resume would keep them as they are.
+    """
     path = run_dir / CHECKPOINT
     if not path.is_file():
         return None
@@ -239,7 +221,8 @@ def load_checkpoint(run_dir: Path, run_id: str | None = None, mmap: bool = False
         return None
     if run_id is not None and state.get("run_id") != run_id:
         return None
-    if len(read_metrics(run_dir, raw=True)) < state.get("epoch", 0):
+    epoch = state.get("epoch", 0)
+    if len(read_metrics(run_dir, raw=True, upto=epoch)) < epoch:
         return None  # its rows are gone: the curve could not be completed
     return state
 
@@ -313,19 +296,3 @@ def append_session(folder: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
-
-
-def read_sessions(folder: Path) -> list[dict]:
-    path = folder / "sessions.jsonl"
-    if not path.is_file():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        with contextlib.suppress(json.JSONDecodeError):  # a line cut by a crash is skipped, not fatal
-            out.append(json.loads(line))
-    return out
-
-
-def run_dirs(results_dir: Path) -> list[Path]:
-    """Run folders under a results folder (those with a config.yaml), sorted."""
-    return sorted(p.parent for p in Path(results_dir).glob("*/config.yaml"))

@@ -25,7 +25,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from . import data as data_mod
 from .config import Config, ConfigError
 from .evaluate import mc_evaluate
-from .results import RunWriter, atomic_write, load_checkpoint, read_summary, remove_checkpoint, save_checkpoint
+from .readback import Damaged, check_run, read_env, read_summary
+from .results import CHECKPOINT, RunWriter, atomic_write, load_checkpoint, remove_checkpoint, save_checkpoint
 from .train import StackTrainer, pack, steps_per_epoch, structure_key, train_stack
 
 
@@ -37,7 +38,8 @@ class Run:
     status: str = "new"  # new | partial | completed | failed | diverged
     progress: tuple[int, int] = (0, 0)  # (epoch, step) its checkpoint resumes from
     summary: dict | None = None
-    skipped: bool = False  # completed before this invocation
+    skipped: bool = False  # completed or diverged before this invocation: kept, not retrained
+    note: str = ""  # one line for the user: a damaged file found in its folder, and what is done about it
 
     @property
     def id(self) -> str:
@@ -60,27 +62,53 @@ def load_datasets(cfgs: Sequence[Config], log=lambda s: None) -> dict[str, data_
     return out
 
 
+# verdicts that stand until --force: a completed run is done, and a diverged one diverges again if retrained
+KEPT = ("completed", "diverged")
+
+
 def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = None,
            force: bool = False) -> list[Run]:
-    """What each run's folder holds: completed runs are skipped, checkpointed ones resume, others start."""
+    """What each run's folder holds: completed and diverged runs are kept, checkpointed ones resume, others start.
+
+    A folder with a damaged record (summary.json, env.json, metrics.csv) is not trusted: its run is retrained,
+    from its checkpoint only where that and the rows it keeps are intact and env.json is too (a resumed run
+    keeps its first start's provenance), and run.note says so.
+    """
     runs = []
     for i, c in enumerate(cfgs):
         run = Run(c, root / c.run_id(), dict(values[i]) if values else {})
-        summary = read_summary(run.dir)
-        if force:  # everything restarts; run_stack removes old checkpoints as it opens each run afresh
-            runs.append(run)
-            continue
-        if summary and summary.get("status") == "completed":
-            run.status, run.summary, run.skipped = "completed", summary, True
-        else:
-            ckpt = load_checkpoint(run.dir, run.id, mmap=True)
-            if ckpt is not None:
-                run.status, run.progress = "partial", (ckpt["epoch"], ckpt["step"])
-            elif summary:
-                run.status, run.summary = summary["status"], summary
-            elif (run.dir / "metrics.csv").exists():
-                run.status = "partial"  # no checkpoint yet: restarts from epoch 0
         runs.append(run)
+        if force:  # everything restarts; run_stack removes old checkpoints as it opens each run afresh
+            continue
+        damage, fresh = None, False
+        try:
+            summary = read_summary(run.dir)
+            if summary is not None:  # a finished run's rows, all; an unfinished one's: those its checkpoint keeps
+                check_run(run.dir)
+            read_env(run.dir)
+        except Damaged as e:
+            damage, summary, fresh = str(e), None, e.path.name == "env.json"
+        if summary and summary["status"] in KEPT:
+            run.status, run.summary, run.skipped = summary["status"], summary, True
+            continue
+        ckpt = None
+        if not fresh:
+            try:
+                ckpt = load_checkpoint(run.dir, run.id, mmap=True)
+            except Damaged as e:
+                damage = damage or str(e)
+        if ckpt is not None:
+            run.status, run.progress = "partial", (ckpt["epoch"], ckpt["step"])
+        elif summary:
+            run.status, run.summary = summary["status"], summary
+        elif (run.dir / "metrics.csv").exists():
+            run.status = "partial"  # no checkpoint yet: restarts from epoch 0
+        how = f"from its checkpoint at epoch {ckpt['epoch']}" if ckpt is not None else "from scratch"
+        if damage:
+            run.note = f"{damage}: that run is retrained {how}"
+        elif ckpt is None and (run.dir / CHECKPOINT).is_file():  # a restart the user should not have to guess
+            run.note = (f"{run.dir / CHECKPOINT} cannot be resumed (unreadable, another run's, or its metrics rows "
+                        "are gone): that run is retrained from scratch")
     return runs
 
 
@@ -124,7 +152,7 @@ def stack_cap(cfg: Config, device: torch.device, max_stack: int | None = None) -
 
 def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None) -> list[list[Run]]:
     """Unfinished runs packed into stacks: one structure and one resume point per stack, at most the cap."""
-    todo = [r for r in runs if r.status != "completed"]
+    todo = [r for r in runs if not r.skipped]
     stacks = []
     by_progress: dict[tuple, list[Run]] = {}
     for r in todo:

@@ -101,6 +101,32 @@ def _axes(spec: SweepConfig) -> tuple[list[tuple[str, list]], list[list[tuple[st
     return grid, zips
 
 
+def _seed_axis(spec: SweepConfig, where: str) -> None:
+    """Seeds are one axis, sweep.seeds; a grid over `seed` (as a user may well type it) becomes that axis.
+
+    Expansion sets every run's seed from the seeds, so a seed anywhere else would be overwritten silently.
+    """
+    if "seed" in spec.grid:
+        seeds = spec.grid.pop("seed")
+        if spec.seeds is not None:
+            raise ConfigError(f"{where} = {seeds}: this sweep already repeats sweep.seeds = {spec.seeds}; "
+                              "give the seeds once")
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in seeds):
+            raise ConfigError(f"{where} = {seeds}: seeds are integers >= 0, e.g. --grid seed=0,1,2")
+        spec.seeds = seeds
+        where = where.replace(".grid.seed", ".seeds")
+    else:
+        where = "sweep.seeds"
+    for z, group in enumerate(spec.zip):
+        if "seed" in group:
+            raise ConfigError(f"sweep.zip[{z}].seed: seeds repeat every point and cannot be zipped; "
+                              "give them in sweep.seeds (or --grid seed=0,1,2)")
+    if spec.seeds is not None and not spec.seeds:
+        raise ConfigError(f"{where} = []: give at least one seed, or leave it out to use the config's seed")
+    if spec.seeds is not None and any(s < 0 for s in spec.seeds):
+        raise ConfigError(f"{where} = {spec.seeds}: seeds must be >= 0")
+
+
 def value_at(cfg: Config, key: str) -> Any:
     node: Any = cfg
     for part in key.split("."):
@@ -123,10 +149,7 @@ def expand(raw: dict, grid_args: list[str] = (), scale: str = "full") -> Sweep:
     for text in grid_args:
         key, vals = parse_grid_arg(text)
         spec.grid[key] = vals
-    if spec.seeds is not None and not spec.seeds:
-        raise ConfigError("sweep.seeds = []: give at least one seed, or leave it out to use the config's seed")
-    if spec.seeds is not None and any(s < 0 for s in spec.seeds):
-        raise ConfigError(f"sweep.seeds = {spec.seeds}: seeds must be >= 0")
+    _seed_axis(spec, "--grid seed" if any(parse_grid_arg(t)[0] == "seed" for t in grid_args) else "sweep.grid.seed")
     base = base.model_copy(update={"sweep": spec})
     grid, zips = _axes(spec)
     keys = [k for k, _ in grid] + [k for group in zips for k, _ in group]
@@ -136,8 +159,10 @@ def expand(raw: dict, grid_args: list[str] = (), scale: str = "full") -> Sweep:
     zip_points = [list(zip(*[[(k, v) for v in vals] for k, vals in group])) for group in zips]
     grid_points = itertools.product(*[[(k, v) for v in vals] for k, vals in grid])
     runs: dict[str, Config] = {}
+    asked: dict[str, str] = {}  # run id -> the point that asked for it
     for point in itertools.product(grid_points, *zip_points):
         assignment = [kv for part in point for kv in part]
+        name = ", ".join(f"{k}={v}" for k, v in assignment) or "the config"
         for seed in seeds:
             r = copy.deepcopy(raw)
             for k, v in assignment:
@@ -148,6 +173,11 @@ def expand(raw: dict, grid_args: list[str] = (), scale: str = "full") -> Sweep:
             except ConfigError as e:
                 raise ConfigError(f"sweep point {', '.join(f'{k}={v}' for k, v in assignment)}: {e}") from None
             cfg = apply_scale(cfg, scale)
+            run_id = cfg.run_config().run_id()
+            if asked.setdefault(run_id, name) != name:  # two points, one run: one of them would be dropped
+                raise ConfigError(f"sweep points {asked[run_id]} and {name} give the same run ({run_id}"
+                                  f"{', at --scale ' + scale if scale != 'full' else ''}); sweep values that "
+                                  "change what is trained")
             members = [cfg.run_config()] + ([cfg.control()] if cfg.baseline and cfg.has_dropout else [])
             for m in members:
                 runs.setdefault(m.run_id(), m)

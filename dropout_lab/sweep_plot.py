@@ -23,7 +23,8 @@ import yaml  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from .config import yaml_load  # noqa: E402
-from .results import read_summary, run_dirs, save_figure  # noqa: E402
+from .readback import Damaged, read_env, read_summary, run_dirs  # noqa: E402
+from .results import save_figure  # noqa: E402
 
 DROPOUT_COLORS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b"]
 CONTROL_COLOR = "#555555"
@@ -451,10 +452,19 @@ def _scale_note(folder: Path, swept: list[str] = (), runs: bool = True) -> str:
                                        f" {'all' if n is None else f'{n:,}'} training examples")]
     if "optim.epochs" not in swept:
         parts.append(f"{cfg['optim']['epochs']} epochs")
+    # a note, not a result: a damaged file leaves a part out here (`plot` refuses such a folder before drawing)
     try:
-        parts.append(json.loads((dirs[0] / "env.json").read_text())["device"].split(":")[0] + " run")
-    except (OSError, KeyError, ValueError):
+        parts.append((read_env(dirs[0]) or {})["device"].split(":")[0] + " run")
+    except (Damaged, KeyError, AttributeError):
         pass
-    if runs and not all((s := read_summary(d)) and s.get("status") == "completed" for d in dirs):
+    if runs and not all(_completed(d) for d in dirs):
         parts.append("some runs unfinished")
     return ", ".join(parts)
+
+
+def _completed(run_dir: Path) -> bool:
+    try:
+        s = read_summary(run_dir)
+    except Damaged:
+        return False
+    return s is not None and s["status"] == "completed"

@@ -6,14 +6,13 @@ report.py turns these into results/REPORT.md; tests/test_paper.py makes each ver
 
 from __future__ import annotations
 
-import json
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from . import paper
-from .results import read_sessions
+from .readback import Damaged, check_run, read_env, read_mc, read_sessions
 from .sweep_plot import is_sweep, read_index
 
 # ----------------------------------------------------------------------------------------------
@@ -26,15 +25,43 @@ class Result:
     def __init__(self, folder: Path):
         self.folder = folder
         self.meta, rows = read_index(folder)
-        self.rows = [r for r in rows if r.get("status") == "completed" and r.get("final_test_error") is not None]
+        self.warnings: list[str] = []  # a line per damaged run file: what the report leaves out, what to do
+        self.rows = []
+        for r in rows:
+            run_dir = folder / str(r.get("run_id"))
+            if run_dir.is_dir():  # an index row without its folder (moved, pruned) is taken as the index has it
+                try:
+                    check_run(run_dir, r.get("status"))
+                except Damaged as e:
+                    self.warnings.append(f"{e}: that run is left out of the report; run the sweep again to "
+                                         "retrain it")
+                    continue
+            if r.get("status") == "completed" and r.get("final_test_error") is not None:
+                self.rows.append(r)
         self.scale = (self.meta.get("base") or {}).get("scale", "full")
         self.key = self.meta.get("name", folder.name).removesuffix("-quick")
-        envs = [json.loads(p.read_text()) for p in sorted(folder.glob("*/env.json"))]
+        envs = []
+        for p in sorted(folder.glob("*/env.json")):
+            try:
+                envs.append(read_env(p.parent))
+            except Damaged as e:  # provenance only: the run's numbers still count, its device is unknown
+                self.warnings.append(f"{e}: its provenance is shown as unknown (?); run the sweep again to "
+                                     "retrain that run and record it anew")
+                envs.append({})
         self.devices = sorted({e.get("device_name", "?") for e in envs})
         self.commits = sorted({(e.get("git_commit") or "?")[:12] for e in envs})
-        self.versions = sorted({f"torch {e.get('torch')}, python {e.get('python')}" for e in envs})
+        self.versions = sorted({f"torch {e.get('torch')}, python {e.get('python')}" if e else "?" for e in envs})
         self.seconds = sum(r.get("wall_seconds") or 0.0 for r in self.rows)
         self.sessions = read_sessions(folder)
+        self.mcs = []  # the Monte-Carlo evaluations of the runs kept above
+        for r in self.rows:
+            try:
+                m = read_mc(folder / str(r["run_id"]))
+            except Damaged as e:
+                self.warnings.append(f"{e}: Figure 11 leaves that run out; run the sweep again with --force")
+                continue
+            if m is not None:
+                self.mcs.append(m)
 
     def by(self, key) -> dict:
         out = defaultdict(list)
@@ -77,10 +104,12 @@ def verdict_table9(res: Result):
     g = {k: stats(v)[0] for k, v in res.by(lambda r: r.get("label")).items() if k}
     if any(label not in g for grp in paper.TABLE9_ORDER for label in grp):
         return None, "some rows not run"
-    ok = all(max(g[a] for a in worse) > min(g[b] for b in better)
+    # every mean of a group above every mean of the next: the best of the worse group must still lose
+    ok = all(min(g[a] for a in worse) > max(g[b] for b in better)
              for worse, better in zip(paper.TABLE9_ORDER, paper.TABLE9_ORDER[1:]))
     nums = "; ".join(f"{label} {g[label]:.2f}%" for grp in paper.TABLE9_ORDER for label in grp)
-    return ok, f"means: {nums}"
+    return ok, (f"means: {nums} (holds when every mean of a group is above every mean of the next: "
+                "L2 rows > max-norm > dropout + L2 > dropout + max-norm)")
 
 
 def verdict_fig4(res: Result):
@@ -99,16 +128,30 @@ def _curve(res: Result) -> dict[float, tuple[float, float, int]]:
     return {p: stats(v) for p, v in sorted(res.by(retention).items())}
 
 
+# Figure 9a's "flat": the means over 0.4 <= p <= 0.8 may span FLAT_POINTS, or twice their seed noise where
+# that is larger (a difference the seeds cannot resolve is not a slope). An absolute bound, not one relative
+# to the rise at p = 0.1: a collapse there must not excuse a slope elsewhere. 0.25 points is about half
+# of what dropout gains on MNIST in Table 2 (1.60% without, 1.06% for dropout + max-norm 3x1024): a slope
+# that size over 0.4-0.8 would matter as much as dropout itself.
+FLAT_POINTS = 0.25
+
+
 def verdict_fig9a(res: Result):
     c = _curve(res)
-    flat = [c[p][0] for p in c if 0.4 <= p <= 0.8]
-    if 0.1 not in c or len(flat) < 3:
+    mid = [p for p in c if 0.4 <= p <= 0.8]
+    if 0.1 not in c or len(mid) < 3:
         return None, "retention 0.1 or the 0.4-0.8 range not run"
-    rise = c[0.1][0] - min(m for m, _, _ in c.values())
-    spread = max(flat) - min(flat)
-    ok = rise > 0 and spread <= 0.25 * rise
-    return ok, (f"error at p = 0.1 is {c[0.1][0]:.2f}%, {rise:.2f} points above the best; over 0.4 <= p <= 0.8 "
-                f"the means span {spread:.2f} points (holds when that span is at most a quarter of the rise)")
+    means = [c[p][0] for p in mid]
+    spread = max(means) - min(means)
+    # the standard error of one mean, pooled over the flat range: std / sqrt(n) per point
+    sem = float(np.sqrt(np.mean([c[p][1] ** 2 / c[p][2] for p in mid])))
+    tol = max(FLAT_POINTS, 2 * sem)
+    rise = c[0.1][0] - max(means)
+    ok = rise > tol and spread <= tol
+    return ok, (f"error at p = 0.1 is {c[0.1][0]:.2f}%, {rise:.2f} points above the worst of 0.4-0.8; over "
+                f"0.4 <= p <= 0.8 the means span {spread:.2f} points ({', '.join(f'{m:.2f}' for m in means)}; "
+                f"holds when that span is at most {tol:.2f} points, the larger of {FLAT_POINTS} and twice the "
+                "standard error of a mean, and p = 0.1 is worse by more than that)")
 
 
 def verdict_fig9b(res: Result):
@@ -140,7 +183,7 @@ def verdict_fig10(res: Result):
 
 
 def mc_results(res: Result) -> list[dict]:
-    return [json.loads(p.read_text()) for p in sorted(res.folder.glob("*/mc.json"))]
+    return res.mcs
 
 
 def verdict_fig11(res: Result):
@@ -154,7 +197,7 @@ def verdict_fig11(res: Result):
     if 50 not in mc or max(ks) <= 50:
         return None, "k = 50 and a larger k not both run"
     big = max(ks)
-    ok = abs(mc[50] - ws) <= sd[50] and mc[big] <= ws + sd[big] and mc[1] > mc[big]
+    ok = bool(abs(mc[50] - ws) <= sd[50] and mc[big] <= ws + sd[big] and mc[1] > mc[big])
     return ok, (f"weight scaling {ws:.2f}%; MC k=1 {mc[1]:.2f}%, k=50 {mc[50]:.2f} ± {sd[50]:.2f}%, "
                 f"k={big} {mc[big]:.2f} ± {sd[big]:.2f}% over {len(mcs)} nets (holds when k=50 is within one std "
                 f"of weight scaling, k={big} is no worse than it by more than one std, and k=1 is worse than k={big})")

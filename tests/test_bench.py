@@ -1,36 +1,126 @@
 """The benchmark: every trainer timed on one footing, and the record holds what the README table needs."""
 
 import json
+import re
 
 import torch
+from torch.optim.optimizer import register_optimizer_step_post_hook
 
 from dropout_lab import bench
+from dropout_lab.train import StackTrainer
 
 from conftest import cli
 
 
-def test_benchmark_times_baseline_and_stacks_on_the_same_footing():
-    r = bench.benchmark("784-16-10", [1, 3], torch.device("cpu"), steps=5, warmup=2)
-    assert r["arch"] == "784-16-10" and r["device_type"] == "cpu" and r["baseline_steps_per_s"] > 0
-    assert set(r["stacks"]) == {"1", "3"}
-    for s in r["stacks"].values():
-        assert s["steps_per_s_per_model"] > 0 and s["seconds"] > 0
-        assert abs(s["ratio_vs_baseline"] - s["steps_per_s_per_model"] / r["baseline_steps_per_s"]) < 1e-9
-        # 6 x params x batch per model-step: 784*16+16 + 16*10+10 = 12730 params
-        assert abs(s["tflops"] - s["steps_per_s_per_model"] * 6 * 12730 * 100 / 1e12) < 1e-12
-    assert r["stacks"]["1"]["peak_fraction"] is None  # no published peak for a CPU
+def test_benchmark_times_baseline_and_stacks_on_the_same_footing(monkeypatch):
+    """Same Dataset, same steps, each timed region bracketed by syncs, ratios against the tuned loop.
+
+    The clock is a fake one (its n-th read returns n**2), so the test watches which events fall
+    between the clock reads without depending on how fast anything runs; every region has its own length.
+    """
+    events: list[str] = []  # S: device sync, C: clock read, .: one training step of any trainer
+    reads: list[float] = []
+    data_seen: list = []
+
+    def clock():
+        reads.append(float(len(reads) ** 2))
+        events.append("C")
+        return reads[-1]
+
+    def init(self, cfgs, data, device):
+        data_seen.append(data)
+        real_init(self, cfgs, data, device)
+
+    real_sync, real_data = bench._sync, bench.synthetic
+    real_step, real_init = StackTrainer.train_step, StackTrainer.__init__
+    made = []
+    monkeypatch.setattr(bench, "_clock", clock)
+    monkeypatch.setattr(bench, "_sync", lambda device: (events.append("S"), real_sync(device)))
+    monkeypatch.setattr(StackTrainer, "train_step", lambda self: (events.append("."), real_step(self)))
+    monkeypatch.setattr(StackTrainer, "__init__", init)  # the data a stack really trains on
+    monkeypatch.setattr(bench, "synthetic", lambda *a, **kw: made.append(real_data(*a, **kw)) or made[-1])
+    for name in ("tuned", "dataloader", "stacked"):  # every trainer and the Dataset it is handed
+        def spy(*args, _real=getattr(bench, name), **kw):
+            data_seen.extend(a for a in args if isinstance(a, bench.Dataset))
+            return _real(*args, **kw)
+        monkeypatch.setattr(bench, name, spy)
+    hook = register_optimizer_step_post_hook(lambda opt, args, kw: events.append("."))  # both baselines
+    try:
+        r = bench.benchmark("784-16-10", [1, 3], torch.device("cpu"), steps=5, warmup=2)
+    finally:
+        hook.remove()
+
+    names = [t["name"] for t in r["timings"]]
+    assert names == ["tuned", "dataloader", "stack K=1", "stack K=3"]
+    # one data set made, and each trainer (and each StackTrainer inside) handed that one
+    assert len(made) == 1 and len(data_seen) == 6 and all(d is made[0] for d in data_seen)
+    assert data_seen[0].x_train.shape == (60_000, 784)
+    # per trainer: sync, clock, 2 warm-up steps, sync, clock; sync, clock, 5 timed steps, sync, clock;
+    # no step outside a timed region, and no trainer with more or fewer steps than the others
+    assert re.sub("S+", "S", "".join(events)) == ("SC..SC" "SC.....SC") * 4
+    for j, t in enumerate(r["timings"]):  # the seconds are the clock's, over that trainer's own region
+        assert t["steps"] == 5 and t["warmup_steps"] == 2
+        assert t["warmup_seconds"] == reads[4 * j + 1] - reads[4 * j]
+        assert t["seconds"] == reads[4 * j + 3] - reads[4 * j + 2]
+
+    tuned, loader = (t["K"] * t["steps"] / t["seconds"] for t in r["timings"][:2])
+    assert tuned != loader  # else the test could not tell which baseline a ratio is against
+    assert r["baseline_steps_per_s"] == tuned and r["dataloader_steps_per_s"] == loader
+    assert set(r["baselines"]) == {"tuned", "dataloader"} and set(r["stacks"]) == {"1", "3"}
+    flops = bench.flops_per_model_step([784, 16, 10])
+    for t in r["timings"]:
+        s = r["stacks"][str(t["K"])] if t["name"].startswith("stack") else r["baselines"][t["name"]]
+        assert s["steps_per_s_per_model"] == t["K"] * 5 / t["seconds"]
+        assert abs(s["ratio_vs_baseline"] - s["steps_per_s_per_model"] / tuned) < 1e-12
+        assert abs(s["ratio_vs_dataloader"] - s["steps_per_s_per_model"] / loader) < 1e-12
+        assert abs(s["tflops"] - s["steps_per_s_per_model"] * flops / 1e12) < 1e-15
+        assert s["peak_fraction"] is None and s["peak_memory_mb"] is None  # no published peak, no CPU memory
+    assert "CPU: not measured" in r["peak_memory_measured"]
 
 
 def test_flops_formula():
-    assert bench.flops_per_model_step([784, 1024, 10], batch=100) == 6 * (784 * 1024 + 1024 + 1024 * 10 + 10) * 100
+    # 784-256-256-10 by hand, per example: forward 2ab + b per layer (weights, biases);
+    # backward: weight gradients 2ab and bias gradients b per layer, input gradients 2ab for the
+    # second and third layers only (the first layer's input is the data, and needs none)
+    w1, w2, w3, biases = 784 * 256, 256 * 256, 256 * 10, 256 + 256 + 10
+    forward = 2 * (w1 + w2 + w3) + biases
+    backward = 2 * (w1 + w2 + w3) + biases + 2 * (w2 + w3)
+    assert forward + backward == 1_212_436
+    assert bench.flops_per_model_step([784, 256, 256, 10], batch=100) == 1_212_436 * 100
+    # 6 x params x batch, the old count, overstated it by a third
+    six_params = 6 * (w1 + w2 + w3 + biases) * 100
+    assert 1.33 < six_params / bench.flops_per_model_step([784, 256, 256, 10], batch=100) < 1.34
+    # one layer: no input gradient at all
+    assert bench.flops_per_model_step([784, 10], batch=1) == 4 * 7840 + 2 * 10
+
+
+def test_tuned_loop_trains_with_max_norm():
+    """The tuned baseline is a real training loop: its weights move and stay within the max-norm."""
+    seen = {}
+
+    def record(opt, args, kw):
+        seen["weights"] = [p for p in opt.param_groups[0]["params"] if p.dim() == 2]
+
+    data = bench.synthetic(n_train=300, n_test=10)
+    hook = register_optimizer_step_post_hook(record)
+    try:
+        bench.tuned([784, 16, 10], data, torch.device("cpu"), steps=4, warmup=0, lr=5.0, c=0.5)
+    finally:
+        hook.remove()
+    assert all(w.norm(dim=1).max() <= 0.5 + 1e-5 for w in seen["weights"])
+    assert max(w.norm(dim=1).max() for w in seen["weights"]) > 0.49  # lr 5 pushes rows to the bound
 
 
 def test_bench_command_writes_json_and_rejects_bad_stacks(tmp_path):
     out = tmp_path / "b.json"
     r = cli("bench", "--device", "cpu", "--arch", "784-8-10", "--stack", "1,2", "--steps", "3", "--json", out)
     assert r.returncode == 0, r.stderr
-    assert "baseline" in r.stdout and "K=2" in r.stdout
-    assert set(json.loads(out.read_text())["stacks"]) == {"1", "2"}
+    assert "tuned" in r.stdout and "dataloader" in r.stdout and "K=2" in r.stdout
+    assert "vs tuned" in r.stdout and "vs loader" in r.stdout
+    # the report fits 80 columns even when the terminal is wider (conftest's cli sets 200)
+    assert max(len(line) for line in r.stdout.splitlines() if not line.startswith("wrote")) <= 80
+    result = json.loads(out.read_text())
+    assert set(result["stacks"]) == {"1", "2"} and set(result["baselines"]) == {"tuned", "dataloader"}
     r = cli("bench", "--device", "cpu", "--stack", "0,4")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     r = cli("bench", "--device", "cpu", "--arch", "100-10")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from dropout_lab.results import METRIC_COLUMNS, run_dirs
+from dropout_lab.readback import METRIC_COLUMNS, run_dirs
 
 from conftest import ROOT, cli
 

@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from dropout_lab import data as data_mod
-from dropout_lab.evaluate import entropy, expected_calibration_error, mc_evaluate
+from dropout_lab.evaluate import MC_BLOCK, entropy, expected_calibration_error, mc_evaluate
 from dropout_lab.optim import kl_sparsity
 from dropout_lab.train import StackTrainer, train_stack
 
@@ -113,3 +113,40 @@ def test_mc_of_a_net_without_dropout_is_weight_scaling_and_dropout_repeats_diffe
     again = mc_evaluate(tr, [1, 4, 16], repeats=3, seeds=[0, 1])
     assert again == out
     assert all(torch.equal(a, g.get_state()) for a, g in zip(state, tr.model.drops[0].generators))
+
+
+def test_mc_evaluation_of_a_model_is_the_same_alone_and_in_a_stack(spiral):
+    """Issue 12: a model's mc.json must not depend on how many models share its stack. The 700 test
+    examples span three MC blocks. The old chunk, 2^24 // (K x max(sizes)), counts the input width:
+    with 10,240 inputs (random Fourier features of the spiral) it split the test set at K = 3 (546) and
+    not at K = 1 (1638), and the noise, drawn chunk by chunk, differed. No input dropout keeps the wide
+    input cheap; few examples keep the passes few."""
+    rng = np.random.default_rng(0)
+    proj, phase = rng.normal(0.0, 3.0, (2, 10240)), rng.uniform(0.0, 2 * math.pi, 10240)
+    wide = lambda x: np.cos(x @ proj + phase).astype(np.float32)  # noqa: E731
+    data = data_mod.Dataset("wide-spiral", wide(spiral.x_train[:500]), spiral.y_train[:500],
+                            wide(spiral.x_test[:700]), spiral.y_test[:700])
+    common = ("model.hidden=[32,64]", "model.dropout.p_input=0.0")
+    cfgs = [tiny_config(*common, "seed=0"),
+            tiny_config(*common, "seed=1", "model.dropout.p_hidden=0.3"),
+            tiny_config(*common, "seed=2", "model.dropout.kind=none")]
+    tr = StackTrainer(cfgs, data)
+    tr.begin_epoch()
+    for _ in range(5):  # weights that are no longer the (stack-independent) init
+        tr.train_step()
+    tr.end_epoch()
+    assert tr.x_test.shape[0] > 2 * MC_BLOCK
+    ks, repeats = [1, 2], 2
+    stacked = mc_evaluate(tr, ks, repeats, [c.seed for c in cfgs])
+    for k, c in enumerate(cfgs):
+        alone = StackTrainer([c], data)
+        alone.load_model_state(0, tr.model_state(k))  # the same weights, a stack of one
+        got = mc_evaluate(alone, ks, repeats, [c.seed])[0]
+        want = stacked[k]
+        # error counts over the same test set: equal, not close
+        assert [e["errors"] for e in got["mc"]] == [e["errors"] for e in want["mc"]], f"model {k}"
+        for part in ("weight_scaling", "mc_uncertainty"):
+            assert got[part]["test_error"] == want[part]["test_error"], f"model {k} {part}"
+            assert got[part] == pytest.approx(want[part], rel=1e-5, abs=1e-7), f"model {k} {part}"
+    # the oracle can fail: models 0 and 1 do draw noise, so their k = 1 errors vary over the repeats
+    assert all(len(set(stacked[k]["mc"][0]["errors"])) > 1 for k in (0, 1))

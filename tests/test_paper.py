@@ -150,6 +150,93 @@ def test_verdicts_follow_the_data(tmp_path):
     assert verdicts.verdict_table9(verdicts.Result(_fake_sweep(tmp_path / "f", "table9", t9, ["label"])))[0] is False
 
 
+def _v(tmp_path, key, where, rows, keys):
+    return verdicts.VERDICTS[key](verdicts.Result(_fake_sweep(tmp_path / where, key, rows, keys)))
+
+
+def test_table9_needs_every_mean_of_a_group_above_every_mean_of_the_next(tmp_path):
+    def t9(errors):
+        labels = ["L2", "L2 + L1", "L2 + KL-sparsity", "max-norm", "dropout + L2", "dropout + max-norm"]
+        return [{"label": lab, "seed": s, "dropout": "dropout" in lab, "final_test_error": e / 100}
+                for lab, e in zip(labels, errors) for s in range(2)]
+
+    assert _v(tmp_path, "table9", "a", t9([1.62, 1.60, 1.55, 1.35, 1.25, 1.05]), ["label"])[0] is True
+    # the issue's example: L2 + L1 (1.20) beats max-norm (1.35) and dropout + L2 (1.25), so the order fails
+    ok, why = _v(tmp_path, "table9", "b", t9([1.62, 1.20, 1.30, 1.35, 1.25, 1.05]), ["label"])
+    assert ok is False and "L2 + L1 1.20%" in why
+    assert _v(tmp_path, "table9", "c", t9([1.62, 1.60, 1.55, 1.35, 1.36, 1.05]), ["label"])[0] is False
+
+
+def _p_curve(curve: dict, jitter: float = 0.0) -> list[dict]:
+    """Rows of a p sweep: retention -> error in percent, two seeds at +-jitter points."""
+    return [{"model.dropout.p_hidden": round(1 - p, 2), "seed": s, "dropout": True,
+             "final_test_error": (e + (jitter if s else -jitter)) / 100} for p, e in curve.items() for s in range(2)]
+
+
+def test_fig9a_flat_is_an_absolute_tolerance_not_a_share_of_the_collapse(tmp_path):
+    keys = ["model.dropout.p_hidden"]
+    flat = {0.1: 5.0, 0.2: 3.0, 0.4: 1.20, 0.5: 1.15, 0.6: 1.18, 0.8: 1.21}
+    assert _v(tmp_path, "fig9a", "a", _p_curve(flat, 0.02), keys)[0] is True
+    # the issue's case: a collapse at p = 0.1 (87%) and a steady fall from 5.06 to 3.63% over 0.4-0.8,
+    # which a tolerance of a quarter of the rise called flat
+    falling = {0.1: 87.31, 0.2: 20.0, 0.4: 5.06, 0.5: 4.70, 0.6: 4.25, 0.7: 3.90, 0.8: 3.63}
+    ok, why = _v(tmp_path, "fig9a", "b", _p_curve(falling, 0.15), keys)
+    assert ok is False and "span 1.43 points" in why
+    # a slope the seeds cannot resolve is not a slope: the same means with wide seed noise hold
+    assert _v(tmp_path, "fig9a", "c", _p_curve({**flat, 0.4: 1.55}, 0.6), keys)[0] is True
+    assert _v(tmp_path, "fig9a", "d", _p_curve({**flat, 0.4: 1.55}, 0.02), keys)[0] is False
+    # no underfitting at small p: the claim's first half fails
+    assert _v(tmp_path, "fig9a", "e", _p_curve({**flat, 0.1: 1.3}, 0.02), keys)[0] is False
+
+
+def test_fig9b_best_p_and_the_gap_of_one_half(tmp_path):
+    keys = ["model.dropout.p_hidden"]
+    good = {0.1: 3.0, 0.3: 1.6, 0.5: 1.35, 0.6: 1.30, 0.7: 1.33, 0.9: 1.7}
+    assert _v(tmp_path, "fig9b", "a", _p_curve(good, 0.02), keys)[0] is True
+    assert _v(tmp_path, "fig9b", "b", _p_curve({**good, 0.9: 1.1}, 0.02), keys)[0] is False  # best p = 0.9
+    assert _v(tmp_path, "fig9b", "c", _p_curve({**good, 0.5: 1.6}, 0.02), keys)[0] is False  # 0.5 far behind
+
+
+def test_fig10_gain_is_none_for_tiny_sets_and_peaks_in_the_middle(tmp_path):
+    def fig10(gains):
+        return [{"data.train_size": n, "seed": s, "dropout": dr, "final_test_error": (10.0 - (g if dr else 0)) / 100}
+                for n, g in gains.items() for s in range(2) for dr in (True, False)]
+
+    keys = ["data.train_size"]
+    peaked = {100: 0.0, 500: -0.2, 1000: 1.0, 5000: 2.0, 10000: 1.5, 50000: 0.5}
+    assert _v(tmp_path, "fig10", "a", fig10(peaked), keys)[0] is True
+    assert _v(tmp_path, "fig10", "b", fig10({**peaked, 50000: 3.0}), keys)[0] is False  # still growing
+    assert _v(tmp_path, "fig10", "c", fig10({**peaked, 100: 1.0}), keys)[0] is False  # gain at 100 images
+    assert _v(tmp_path, "fig10", "d", fig10({100: 0.0, 500: 0.0, 1000: 1.0}), keys)[0] is None  # too few sizes
+
+
+def test_fig11_mc_against_weight_scaling(tmp_path):
+    def fig11(where, ws, mc):
+        folder = _fake_sweep(tmp_path / where, "fig11", [{"label": "x", "seed": s, "dropout": True,
+                                                           "final_test_error": ws / 100} for s in range(2)], ["label"])
+        for s in range(2):  # run folders whose records pass the report's checks, with an mc.json each
+            (folder / f"r{s}").mkdir()
+            (folder / f"r{s}" / "summary.json").write_text(json.dumps({
+                "run_id": f"r{s}", "status": "completed", "final_test_error": ws / 100, "best_test_error": ws / 100,
+                "final_train_error": 0.0, "epochs_completed": 0, "wall_seconds": 1.0, "dropout": True}))
+            (folder / f"r{s}" / "mc.json").write_text(json.dumps({
+                "weight_scaling": {"test_error": ws / 100},
+                "mc": [{"k": k, "mean": m / 100, "std": sd / 100} for k, (m, sd) in mc.items()]}))
+        return verdicts.verdict_fig11(verdicts.Result(folder))[0]
+
+    assert fig11("a", 1.20, {1: (2.5, 0.1), 50: (1.22, 0.03), 100: (1.19, 0.02)}) is True
+    assert fig11("b", 1.20, {1: (2.5, 0.1), 50: (1.40, 0.03), 100: (1.19, 0.02)}) is False  # k = 50 far off
+    assert fig11("c", 1.20, {1: (2.5, 0.1), 50: (1.22, 0.03), 100: (1.30, 0.02)}) is False  # k = 100 worse
+    assert fig11("d", 1.20, {1: (1.1, 0.1), 50: (1.22, 0.03), 100: (1.19, 0.02)}) is False  # k = 1 best
+    assert fig11("e", 1.20, {1: (2.5, 0.1), 50: (1.22, 0.03)}) is None  # no k beyond 50
+    # a damaged mc.json is named and left out, never read as numbers
+    fig11("f", 1.20, {1: (2.5, 0.1), 50: (1.22, 0.03), 100: (1.19, 0.02)})
+    folder = tmp_path / "f" / "fig11-quick"
+    (folder / "r0" / "mc.json").write_text('{"mc": 1}')
+    res = verdicts.Result(folder)
+    assert len(res.mcs) == 1 and len(res.warnings) == 1 and "r0/mc.json is damaged" in res.warnings[0]
+
+
 def test_targets_need_full_scale_and_follow_the_numbers(tmp_path):
     def table2(where, scale_, shift):
         rows = [{"label": row.label, "seed": s, "dropout": True, "final_test_error": (row.error + shift + d) / 100}

@@ -11,7 +11,8 @@ import yaml
 
 from dropout_lab import runner
 from dropout_lab.config import ConfigError
-from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock, read_metrics, read_sessions, read_summary
+from dropout_lab.readback import read_metrics, read_sessions, read_summary
+from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock
 from dropout_lab.runner import plan, survey
 from dropout_lab.sweep import expand, load_sweep, shipped
 
@@ -62,6 +63,31 @@ def test_grid_zip_seeds_expand_to_the_full_product():
               for c, v in zip(sw.runs, sw.values)}
     assert widths[(0.5, "scaled")] == (64, 64) and widths[(0.2, "scaled")] == (40, 40)
     assert widths[(0.5, "fixed")] == (32, 32)
+
+
+def test_a_seed_grid_is_the_seed_axis_and_nothing_asked_for_is_dropped(tmp_path):
+    path = write_config(tmp_path, {"grid": {"model.dropout.p_hidden": [0.2, 0.5, 0.8]}})
+    sw = load_sweep(path, [], ["seed=0,1"])
+    dropout = [v for v in sw.values if v["dropout"]]
+    assert len(dropout) == 6 and {(v["model.dropout.p_hidden"], v["seed"]) for v in dropout} == {
+        (p, s) for p in (0.2, 0.5, 0.8) for s in (0, 1)}
+    assert "seed" not in sw.keys  # one seed column in index.csv, not two
+    with pytest.raises(ConfigError, match=r"--grid seed = \[3\]: this sweep already repeats sweep.seeds"):
+        load_sweep(write_config(tmp_path, {"seeds": [0, 1]}, name="s"), [], ["seed=3"])
+    with pytest.raises(ConfigError, match="sweep.zip.0..seed: seeds repeat every point"):
+        expand({**BASE, "sweep": {"zip": [{"seed": [0, 1], "optim.lr": [0.1, 0.2]}]}})
+    # two points that scaling makes one run: refused, naming both, rather than one silently dropped
+    with pytest.raises(ConfigError, match="data.validation_size=5000 and data.validation_size=10000 give the same"):
+        expand({**BASE, "sweep": {"grid": {"data.validation_size": [5000, 10000]}}}, scale="quick")
+
+
+def test_seed_grid_on_the_command_line(tmp_path):
+    r = cli("sweep", "configs/mnist.yaml", "--grid", "model.dropout.p_hidden=0.2,0.5,0.8", "--grid", "seed=0,1",
+            "--dry-run", "--out", tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "8 runs" in r.stdout  # 3 p x 2 seeds, and one control per seed
+    r = cli("sweep", "configs/sweeps/p_fixed_n.yaml", "--grid", "seed=5", "--dry-run", "--out", tmp_path)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "sweep.seeds" in r.stderr
 
 
 def test_a_p_sweep_shares_one_control_per_seed():
@@ -360,9 +386,12 @@ def test_plot_draws_curves_and_the_sweep_and_replots_only_what_changed(tmp_path)
     assert r.returncode == 2 and "optim.lr" in r.stderr and r.stderr.strip().count("\n") == 0
     r = cli("plot", folder, "--y", "val_error")
     assert r.returncode == 2 and "val_error" in r.stderr
-    # no argument: every folder under ./results whose plots are older than its runs
+    # no argument: every folder under ./results whose plots were drawn from other files than its runs' now
     r = cli("plot", cwd=tmp_path)
     assert r.returncode == 0 and "plots up to date" in r.stdout and "wrote" not in r.stdout
-    (folder / "index.csv").touch()
+    (folder / "index.csv").touch()  # a new time, the same bytes: nothing to redraw
+    r = cli("plot", cwd=tmp_path)
+    assert r.returncode == 0 and "plots up to date" in r.stdout
+    (folder / "sweep.yaml").write_text((folder / "sweep.yaml").read_text() + "# edited\n")
     r = cli("plot", cwd=tmp_path)
     assert r.returncode == 0 and "sweep_p_hidden.png" in r.stdout
