@@ -1,3 +1,4 @@
+import csv
 import os
 import subprocess
 import sys
@@ -7,6 +8,7 @@ import pytest
 
 from dropout_lab import data as data_mod
 from dropout_lab.config import load
+from dropout_lab.readback import read_metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -16,6 +18,17 @@ def cli(*args, cwd=None, timeout=600):
     env = {**os.environ, "COLUMNS": "200"}
     return subprocess.run([sys.executable, "-m", "dropout_lab", *map(str, args)], cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)
+
+
+def index(folder):
+    """A sweep folder's index.csv as rows of strings."""
+    with open(folder / "index.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def curves(run_dir):
+    """metrics.csv without the wall-clock column: what must match exactly across interruptions and retrains."""
+    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir, raw=True)]
 
 
 def tiny_config(*overrides):

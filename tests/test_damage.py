@@ -12,9 +12,9 @@ import shutil
 import pytest
 import yaml
 
-from dropout_lab.readback import read_metrics, read_summary
+from dropout_lab.readback import read_summary
 
-from conftest import cli
+from conftest import cli, curves, index
 
 # "table2": a paper key, so `report` reads the folder; no label column, so its rows show as not run
 BASE = {
@@ -30,16 +30,6 @@ def write_config(folder, **top):
     path = folder / "tiny.yaml"
     path.write_text(yaml.safe_dump({**BASE, **top}))
     return path
-
-
-def index(folder):
-    with open(folder / "index.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def curves(run_dir):
-    """metrics.csv without the wall-clock column: what a clean retrain must reproduce exactly."""
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir, raw=True)]
 
 
 @pytest.fixture(scope="module")

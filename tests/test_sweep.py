@@ -1,6 +1,5 @@
 """Sweeps: expansion and its errors, packing, skip and resume, interruption, failures, the lock, the index."""
 
-import csv
 import signal
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock
 from dropout_lab.runner import plan, survey
 from dropout_lab.sweep import expand, load_sweep, shipped
 
-from conftest import ROOT, cli
+from conftest import ROOT, cli, curves, index
 
 BASE = {
     "name": "tiny", "device": "cpu", "checkpoint_seconds": 0,
@@ -33,16 +32,6 @@ def write_config(tmp_path, sweep=None, name="tiny", **top):
     path = tmp_path / f"{name}.yaml"
     path.write_text(yaml.safe_dump(raw))
     return path
-
-
-def index(folder):
-    with open(folder / "index.csv", newline="") as f:
-        return list(csv.DictReader(f))
-
-
-def curves(run_dir):
-    """metrics.csv without the wall-clock column: what must match exactly across interruptions."""
-    return [{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(run_dir, raw=True)]
 
 
 # ----------------------------------------------------------------------------------------------
