@@ -82,9 +82,8 @@ def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = N
             continue
         damage, fresh = None, False
         try:
-            summary = read_summary(run.dir)
-            if summary is not None:  # a finished run's rows, all; an unfinished one's: those its checkpoint keeps
-                check_run(run.dir)
+            # a finished run's summary and all its rows; an unfinished run's rows are those its checkpoint keeps
+            summary = check_run(run.dir) if (run.dir / "summary.json").exists() else None
             read_env(run.dir)
         except Damaged as e:
             damage, summary, fresh = str(e), None, e.path.name == "env.json"
