@@ -9,6 +9,10 @@ Everything is timed in one process, one after another, on one device, over the s
 and the same number of steps, with the device synchronised before every clock read; warm-up steps
 are timed apart. Throughput does not depend on the pixel values, so the data are synthetic (uniform
 pixels, random labels) and no download is needed.
+
+Both baselines run in fp32 whatever --precision the stacks use: the question is how much faster
+dropout-lab trains than the loop a user would otherwise write. A GEMM probe measures this machine's
+peak for each arithmetic, so that every trainer's FLOP rate is also a fraction of a measured peak.
 """
 
 from __future__ import annotations
@@ -28,13 +32,17 @@ from torch import nn
 
 from .config import load
 from .data import Dataset
-from .results import atomic_write, device_name, env_info
+from .results import atomic_write, cpu_model, device_name, env_info
+from .step import PRECISIONS, bf16_kernels
 from .train import StackTrainer
 
-# dense fp32 / tf32 peaks (TFLOP/s) of devices whose figure is published; others report no fraction
-PEAKS = {"H100": {"fp32": 67.0, "tf32": 495.0}, "H200": {"fp32": 67.0, "tf32": 495.0},
-         "A100": {"fp32": 19.5, "tf32": 156.0}}
+# dense peaks (TFLOP/s) that vendors publish, recorded beside the measured ones
+PEAKS = {"H100": {"fp32": 67.0, "tf32": 495.0, "bf16": 990.0}, "H200": {"fp32": 67.0, "tf32": 495.0, "bf16": 990.0},
+         "A100": {"fp32": 19.5, "tf32": 156.0, "bf16": 312.0}}
 BATCH = 100
+# (m, k, n) of the probe's GEMMs: a 1024-wide layer at batch 100, as a step runs it, and a square one
+PROBE_SHAPES = ((BATCH, 1024, 1024), (1024, 1024, 1024))
+PROBE_SECONDS = 0.5  # timed per shape; a shape whose single call would take longer than 2 s is skipped
 FLOPS_COUNTED = ("per example and layer a->b: forward 2ab + b (bias); weight gradient 2ab, bias gradient b; "
                  "input gradient 2ab for every layer but the first (its input is the data, which needs none); "
                  "elementwise work (ReLU, dropout, softmax) and the per-step update are not counted")
@@ -196,10 +204,12 @@ def dataloader(sizes: Sequence[int], data: Dataset, device: torch.device, steps:
                     1, build, device, steps, warmup)
 
 
-def stacked(sizes: Sequence[int], K: int, data: Dataset, device: torch.device, steps: int, warmup: int) -> Timing:
+def stacked(sizes: Sequence[int], K: int, data: Dataset, device: torch.device, steps: int, warmup: int,
+            precision: str = "fp32") -> Timing:
     """dropout-lab's trainer: K models of the same shape with their own p, lr, seed, as one stack."""
     hidden = "[" + ",".join(map(str, sizes[1:-1])) + "]"
-    cfgs = [load(None, [f"model.hidden={hidden}", f"seed={k}", "optim.lr=0.1", "optim.momentum_ramp_epochs=0",
+    cfgs = [load(None, [f"model.hidden={hidden}", f"seed={k}", f"precision={precision}", "optim.lr=0.1",
+                        "optim.momentum_ramp_epochs=0",
                         "optim.momentum_start=0.9", "optim.momentum_end=0.9", "optim.max_norm=3.5",
                         f"optim.batch_size={BATCH}", "optim.lr_schedule=constant",
                         f"model.dropout.p_hidden={0.5 - 0.01 * (k % 10)}"])
@@ -215,8 +225,8 @@ def stacked(sizes: Sequence[int], K: int, data: Dataset, device: torch.device, s
                 tr.train_step()
         return run
 
-    return _measure(f"stack K={K}", f"dropout-lab StackTrainer, {K} models in one stack", K, build, device,
-                    steps, warmup)
+    return _measure(f"stack K={K}", f"dropout-lab StackTrainer, {K} models in one stack, {precision}", K, build,
+                    device, steps, warmup)
 
 
 def flops_per_model_step(sizes: Sequence[int], batch: int = BATCH) -> float:
@@ -230,26 +240,75 @@ def flops_per_model_step(sizes: Sequence[int], batch: int = BATCH) -> float:
     return float(per_example * batch)
 
 
-def peak_tflops(device: torch.device) -> float | None:
+def gemm_probe(device: torch.device, precision: str) -> dict:
+    """The best TFLOP/s torch.mm reaches on this device in one arithmetic, over PROBE_SHAPES.
+
+    bf16 is probed as bf16 tensors, whatever kernels torch has for them: on a CPU without bf16
+    instructions that is the scalar fallback, which is why step.py emulates bf16 there.
+    """
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = precision == "tf32"
+    shapes: dict[str, float | None] = {}
+    rate = None  # FLOP/s of the last shape timed: a larger shape that would take over 2 s a call is skipped
+    for m, k, n in PROBE_SHAPES:
+        name = f"{m}x{k}x{n}"
+        if rate is not None and 2 * m * k * n / rate > 2.0:
+            shapes[name] = None
+            continue
+        a = torch.randn(m, k, device=device).to(dtype)
+        b = torch.randn(k, n, device=device).to(dtype)
+        _sync(device)
+        t = time.perf_counter()
+        torch.mm(a, b)  # the warm-up call also sizes the repeats
+        _sync(device)
+        once = time.perf_counter() - t
+        if once > 2.0:
+            shapes[name] = None  # too slow to time in the probe's budget
+            continue
+        reps = max(1, min(200, int(PROBE_SECONDS / max(once, 1e-6))))
+        t = time.perf_counter()
+        for _ in range(reps):
+            torch.mm(a, b)
+        _sync(device)
+        rate = 2 * m * k * n * reps / (time.perf_counter() - t)
+        shapes[name] = rate / 1e12
+    timed = [v for v in shapes.values() if v is not None]
+    return {"tflops": max(timed) if timed else None, "shapes_tflops": shapes,
+            "what": f"torch.mm of {dtype} tensors" + (" with TF32 allowed" if precision == "tf32" else "")}
+
+
+def published_peak(device: torch.device, precision: str) -> float | None:
     if device.type != "cuda":
         return None
     name = torch.cuda.get_device_name(device)
-    precision = "tf32" if torch.backends.cuda.matmul.allow_tf32 else "fp32"
-    for key, peaks in PEAKS.items():
-        if key in name:
-            return peaks[precision]
-    return None
+    return next((peaks[precision] for key, peaks in PEAKS.items() if key in name), None)
 
 
-def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int, warmup: int = 20) -> dict:
+def check_precision(precision: str, device: torch.device) -> None:
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision = {precision!r}: allowed {', '.join(PRECISIONS)}")
+    if precision == "tf32" and device.type != "cuda":
+        raise ValueError(f"--precision = tf32: only on CUDA (device {device.type}: allowed fp32, bf16)")
+
+
+def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int, warmup: int = 20,
+              precision: str = "fp32") -> dict:
     sizes = [int(n) for n in arch.split("-")]
     if sizes[0] != 784 or sizes[-1] != 10:
         raise ValueError(f"--arch {arch}: must start with 784 and end with 10 (MNIST)")
+    check_precision(precision, device)
+    # the stacks' GEMMs run on the kernels of their precision; emulated bf16 runs fp32's (step.py)
+    kernels = bf16_kernels(device) if precision == "bf16" else precision
+    probes = {"fp32": gemm_probe(device, "fp32")}
+    if precision != "fp32":
+        probes[precision] = gemm_probe(device, precision)
     data = synthetic()  # one Dataset for every trainer, made before any memory window opens
     _prime(device)
     timings = [tuned(sizes, data, device, steps, warmup), dataloader(sizes, data, device, steps, warmup)]
-    timings += [stacked(sizes, K, data, device, steps, warmup) for K in stacks]
-    flops, peak = flops_per_model_step(sizes), peak_tflops(device)
+    timings += [stacked(sizes, K, data, device, steps, warmup, precision) for K in stacks]
+    flops = flops_per_model_step(sizes)
+    stack_peak = probes["fp32" if kernels == "emulated" else precision]["tflops"]
     for t in timings:
         t.steps_per_s_per_model = t.K * t.steps / t.seconds
     base, loader = timings[0].steps_per_s_per_model, timings[1].steps_per_s_per_model
@@ -257,6 +316,7 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
         t.ratio_vs_baseline = t.steps_per_s_per_model / base
         t.ratio_vs_dataloader = t.steps_per_s_per_model / loader
         t.tflops = t.steps_per_s_per_model * flops / 1e12
+        peak = stack_peak if t.name.startswith("stack") else probes["fp32"]["tflops"]
         t.peak_fraction = t.tflops / peak if peak else None
     env = env_info(device)
     keys = ("steps_per_s_per_model", "ratio_vs_baseline", "ratio_vs_dataloader", "tflops", "peak_fraction",
@@ -266,14 +326,21 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
         "git_commit": env["git_commit"],
         "device": device_name(device),
         "device_type": device.type,
+        "cpu": cpu_model(),
         "arch": arch,
         "batch": BATCH,
+        "precision": precision,  # of the stacks; both baselines run in fp32
+        "gemm_kernels": kernels,  # fp32 | tf32 | native (bf16) | emulated (bf16 as fp32 GEMMs, step.py)
         "steps_timed": steps,
         "warmup_steps": warmup,
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),
         "data": "synthetic MNIST-shaped (60,000 x 784 uniform pixels, random labels)",
+        "gemm_probe": probes,
+        "published_peak_tflops": {p: published_peak(device, p) for p in probes},
+        "peak_fraction_of": ("stacks: the probe of the kernels they run (fp32's for emulated bf16); "
+                             "baselines: the fp32 probe"),
         "baseline_steps_per_s": base,  # the tuned loop: the ratios' reference
         "dataloader_steps_per_s": loader,
         "baselines": {t.name: {"what": t.what, **{k: getattr(t, k) for k in keys}} for t in timings[:2]},

@@ -46,6 +46,30 @@ def _resolve(cfg_device: str, device: str | None):
         raise ConfigError(str(e).replace("device =", "--device =" if device else "device =")) from None
 
 
+PRECISION_HELP = "fp32 | bf16 | tf32 (CUDA only); overrides the config (step.py says what each computes)"
+
+
+def _with_precision(set_: list[str], precision: str | None) -> list[str]:
+    return [*set_, f"precision={precision}"] if precision is not None else set_
+
+
+def _check_precision(cfgs, dev, flag: bool) -> None:
+    """tf32 exists only on CUDA: refused before any work, naming where it came from."""
+    for c in cfgs:
+        if c.precision == "tf32" and dev.type != "cuda":
+            raise ConfigError(f"{'--precision' if flag else 'precision'} = tf32: only on CUDA "
+                              f"(device {dev.type}: allowed fp32, bf16)")
+
+
+def _precision_note(cfgs, dev) -> None:
+    from .step import bf16_kernels
+
+    if any(c.precision == "bf16" for c in cfgs) and bf16_kernels(dev) == "emulated":
+        err_console.print("note: this CPU has no bf16 instructions (AVX-512 BF16 or AMX): bf16 runs as fp32 GEMMs "
+                          "on bf16-rounded operands, bf16's numbers without its speed (step.py)", style="yellow",
+                          markup=False, highlight=False, soft_wrap=True)
+
+
 def _log(s: str) -> None:
     err_console.print(f"[dim]{s}[/dim]")
 
@@ -56,6 +80,7 @@ def run(
     set_: list[str] = typer.Option([], "--set", help="override a key: --set optim.epochs=3 (value parsed as YAML)"),
     out: Path = typer.Option(Path("results"), "--out", help="results root; runs go to OUT/<name>/<run_id>/"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
+    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
     scale: str = typer.Option("full", "--scale", help="full (as written) | quick (every run shrunk and labelled: "
                                                    "widths /8, updates /500, 10k images; see scale.py)"),
@@ -69,9 +94,10 @@ def run(
     from .sweep import load_sweep
 
     try:
-        sw = load_sweep(config, set_, use_sweep=False, scale=scale)
+        sw = load_sweep(config, _with_precision(set_, precision), use_sweep=False, scale=scale)
         cfg = sw.base
         dev = _resolve(cfg.device, device)
+        _check_precision(sw.runs, dev, precision is not None)
         datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
         fail(str(e), 2)
@@ -79,7 +105,8 @@ def run(
         fail(str(e), 1)
 
     root = out / cfg.name
-    err_console.print(f"[bold]{cfg.name}[/bold]: {len(sw.runs)} model(s) on {dev}, "
+    _precision_note(sw.runs, dev)
+    err_console.print(f"[bold]{cfg.name}[/bold]: {len(sw.runs)} model(s) on {dev} in {cfg.precision}, "
                       f"{cfg.optim.epochs} epochs, results in {root}/")
     try:
         with folder_lock(root):
@@ -139,6 +166,7 @@ def sweep(
     gpus_per_stack: float = typer.Option(0.0, "--gpus-per-stack", help="GPUs a Ray task reserves; 0.25 shares 4/GPU"),
     max_stack: int | None = typer.Option(None, "--max-stack", help="at most K models per stack (default: memory)"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
+    precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="stop at the first failed or diverged run"),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep checkpoint.pt of completed runs"),
@@ -163,14 +191,16 @@ def sweep(
             raise ConfigError(f"--gpus-per-stack = {gpus_per_stack:g}: must be >= 0")
         if backend == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError("--backend ray needs Ray: pip install 'dropout-lab[ray]' (or '.[ray]' in a checkout)")
-        sw = load_sweep(config, set_, grid, scale=scale)
+        sw = load_sweep(config, _with_precision(set_, precision), grid, scale=scale)
         dev = _resolve(sw.base.device, device)
+        _check_precision(sw.runs, dev, precision is not None)
         datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
         fail(str(e), 2)
     except data_mod.DataError as e:
         fail(str(e), 1)
 
+    _precision_note(sw.runs, dev)
     root = out / sw.base.name
     if dry_run:
         runs = survey(sw.runs, root, sw.values, force)
@@ -368,13 +398,19 @@ def bench(
     stack: str = typer.Option("1,8,32", "--stack", help="stack sizes K to time, comma-separated"),
     steps: int = typer.Option(200, "--steps", help="timed steps per measurement (after 20 warm-up steps)"),
     json_path: Path | None = typer.Option(None, "--json", help="also write the result as JSON to this file"),
+    precision: str = typer.Option("fp32", "--precision", help="of the stacks: fp32 | bf16 | tf32 (CUDA only); "
+                                                             "the baselines are fp32"),
 ) -> None:
     """Time the stacked trainer against two plain PyTorch loops on one device: a tuned one (the baseline:
     data on the device, randperm batches) and a typical one (a DataLoader)."""
-    from .bench import benchmark, write_json
+    from .bench import benchmark, check_precision, write_json
 
     try:
         dev = _resolve(device, None)
+        try:
+            check_precision(precision, dev)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
         ks = [int(k) for k in stack.split(",")]
         if any(k < 1 for k in ks) or steps < 1:
             raise ValueError
@@ -383,9 +419,10 @@ def bench(
     except ValueError:
         fail(f"--stack = {stack!r}, --steps = {steps}: stack sizes are positive integers (e.g. 1,8,32), "
              "steps >= 1", 2)
-    err_console.print(f"[dim]timing {arch} on {dev}: two baselines, stacks of {stack}, {steps} steps each[/dim]")
+    err_console.print(f"[dim]timing {arch} on {dev}: a GEMM probe, two fp32 baselines, {precision} stacks of "
+                      f"{stack}, {steps} steps each[/dim]")
     try:
-        result = benchmark(arch, ks, dev, steps)
+        result = benchmark(arch, ks, dev, steps, precision=precision)
     except ValueError as e:
         fail(str(e), 2)
     out_console.print(tables.bench_header(result), highlight=False)

@@ -169,6 +169,9 @@ class Config(_Strict):
     name: str = "mnist"  # results go to <out>/<name>/
     seed: int = Field(default=0, ge=0)  # init, data order, subset and dropout masks all derive from it
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda if available, else cpu
+    # arithmetic of the training GEMMs (step.py): fp32; bf16 operands and products with fp32 weights,
+    # optimiser state, update and loss; tf32 (CUDA only). Evaluation is fp32 in every case
+    precision: Literal["fp32", "bf16", "tf32"] = "fp32"
     baseline: bool = True  # also train the no-dropout control (dropout off, max-norm off)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -244,10 +247,11 @@ class Config(_Strict):
         else:
             tag = "nodrop"
         shape = "x".join(str(n) for n in self.widths())
-        return f"{tag}-{self.model.activation}-{shape}-s{self.seed}-{digest}"
+        precision = "" if self.precision == "fp32" else f"-{self.precision}"
+        return f"{tag}-{self.model.activation}-{shape}{precision}-s{self.seed}-{digest}"
 
 
-_LATER_KEYS = {"scale": "full", "optim.l1": 0.0, "optim.kl_sparsity": 0.0, "optim.kl_target": 0.05,
+_LATER_KEYS = {"precision": "fp32", "scale": "full", "optim.l1": 0.0, "optim.kl_sparsity": 0.0, "optim.kl_target": 0.05,
                "eval": EvalConfig().model_dump(mode="json"), "optim.l1_after": 0,
                "optim.momentum_schedule": "linear", "model.init": "normal", "model.init_std_first": None}
 

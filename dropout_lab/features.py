@@ -77,7 +77,7 @@ def hidden_stats(trainer: StackTrainer, x: torch.Tensor, low: float = LOW, bins:
     """
     model = trainer.model
     model.eval()  # the test-time net: no noise
-    w, b = model.weights[0], model.biases[0]  # (K, n_in, H), (K, 1, H)
+    w, b = model.weights[0].mT, model.biases[0]  # (K, n_in, H), (K, 1, H)
     # identity under inverted scaling; x * (1 - p_input), one copy per model, under the paper's weight scaling
     x = model.drop_in(x.to(w.device, w.dtype))
     h = model.act(torch.matmul(x, w) + b)  # one batched matmul for all K models: (K, N, H)
@@ -232,5 +232,5 @@ def experiment(config_path, out: Path, overrides: Sequence[str] = (), command: s
     }
     out = Path(out)
     atomic_write(out / "features.json", json.dumps(result, indent=2) + "\n")
-    plot_features(stats, tr.model.weights[0], out)
+    plot_features(stats, tr.model.weights[0].mT, out)
     return result

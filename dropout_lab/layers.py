@@ -37,6 +37,44 @@ def noise(shape: Sequence[int], generators: Sequence[torch.Generator] | None, de
     return torch.stack([draw(tuple(shape[1:]), generator=g, device=device) for g in generators])
 
 
+# Bernoulli masks take 16 random bits per decision, four decisions from each 64-bit random word: the
+# generator, not the comparison, is the cost (a (100, 1024) mask: 0.77 ms from torch.rand, 0.27 ms
+# this way, 2-core CPU). P(drop) is round(p * 2^16) / 2^16, within 2^-17 of p (torch.rand's own
+# grid is 2^-24): p = 0.5 is exact, p = 0.2 gives 0.199997, far inside one epoch's sampling error.
+MASK_BITS = 16
+
+
+def uniform16(shape: Sequence[int], generators: Sequence[torch.Generator] | None, device) -> torch.Tensor:
+    """int16 noise uniform over all 2^16 values, slice k of dim 0 from generator k (as noise())."""
+    *lead, n = shape
+    words = torch.empty((*lead, -(-n // 4)), dtype=torch.int64, device=device)
+    full = (-2**63, None)  # every 64-bit value: each int16 lane of a word is uniform
+    if generators is None:
+        words.random_(*full)
+    else:
+        if shape[0] != len(generators):
+            raise ValueError(f"noise for {shape[0]} models but {len(generators)} generators")
+        for k, g in enumerate(generators):  # in place: no per-model tensors to stack
+            words[k].random_(*full, generator=g)
+    return words.view(torch.int16)[..., :n]
+
+
+def drop_threshold(p: torch.Tensor) -> torch.Tensor:
+    """The int16 threshold t with P(uniform16 < t) = round(p * 2^16) / 2^16: a unit is kept where u >= t.
+
+    A p within 2^-17 of 1 would round to "drop all", one past int16: it keeps 1 unit in 2^16 instead."""
+    t = torch.round(p.double() * 2**MASK_BITS) - 2**(MASK_BITS - 1)
+    return t.clamp(max=2**(MASK_BITS - 1) - 1).to(torch.int16)
+
+
+def keep_mask(shape: Sequence[int], p: torch.Tensor, generators: Sequence[torch.Generator] | None,
+              device, threshold: torch.Tensor | None = None) -> torch.Tensor:
+    """Boolean keep mask, P(keep) = 1 - p to within 2^-17 (p a float tensor, (K, 1, 1) in a stack).
+
+    threshold: drop_threshold(p) when the caller keeps it (Dropout does), saving its small ops per call."""
+    return uniform16(shape, generators, device) >= (drop_threshold(p).to(device) if threshold is None else threshold)
+
+
 class Dropout(nn.Module):
     """Bernoulli (inverted or weight scaling) or multiplicative Gaussian dropout.
 
@@ -60,6 +98,10 @@ class Dropout(nn.Module):
             raise ValueError(f"{len(ps)} drop probabilities but {len(generators)} generators")
         self.kind, self.scaling, self.generators = kind, scaling, generators
         self.register_buffer("p", torch.tensor(ps).view(-1, 1, 1) if stacked else torch.tensor(ps[0]))
+        # constants of every training step, made once: the mask threshold, 1/(1-p) and the Gaussian sigma
+        self.register_buffer("threshold", drop_threshold(self.p))
+        self.register_buffer("inv_keep", 1.0 / (1.0 - self.p))
+        self.register_buffer("sigma", torch.sqrt(self.p / (1.0 - self.p)))
         self.off = kind == "none" or max(ps) == 0.0  # identity in every mode: skip the noise
         self.mc = False
 
@@ -77,7 +119,7 @@ class Dropout(nn.Module):
         if self.kind == "gaussian":
             z = noise(x.shape, self.generators, x.device, normal=True)
             return x * (1.0 + torch.sqrt(p / (1.0 - p)) * z)
-        keep = noise(x.shape, self.generators, x.device) >= p  # P(keep) = 1 - p
+        keep = keep_mask(x.shape, self.p, self.generators, x.device, self.threshold)
         if self.scaling == "inverted":
             return x * keep / (1.0 - p)
         return x * keep

@@ -1,6 +1,9 @@
 """A stack of K independent MLPs with identical layer shapes, run as one set of batched tensor ops.
 
-Weights are (K, n_in, n_out) and biases (K, 1, n_out); a layer is one `baddbmm` for all K models.
+Weights are (K, n_out, n_in), one row per unit as in nn.Linear, and biases (K, 1, n_out); a layer is
+one `baddbmm` for all K models. Rows, because max-norm bounds each unit's incoming weights after every
+update: a contiguous row norm costs 0.12 ms on a 1024x1024 layer, a strided column norm 2.7 ms, more
+than the layer's three GEMMs (2-core CPU).
 Each model's init and dropout noise come from generators seeded by its own seed, so a model gives
 the same numbers alone or inside any stack (to floating-point tolerance).
 """
@@ -67,8 +70,9 @@ class StackedMLP(nn.Module):
                 for std in per_model]
         for layer, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
             # drawn on the CPU so a seed gives the same init on every device
-            w = torch.stack([torch.randn(n_in, n_out, generator=g) * std[layer] for g, std in zip(init_gens, stds)])
-            self.weights.append(nn.Parameter(w.to(device)))
+            # drawn (n_in, n_out) and stored transposed: the same init values as ever for a seed
+            w = torch.stack([torch.randn(n_in, n_out, generator=g).t() * std[layer] for g, std in zip(init_gens, stds)])
+            self.weights.append(nn.Parameter(w.contiguous().to(device)))
             self.biases.append(nn.Parameter(torch.zeros(K, 1, n_out, device=device)))
 
         # one generator per model per dropout layer: a layer that is off for a model never shifts the
@@ -112,7 +116,7 @@ class StackedMLP(nn.Module):
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
             # a shared (B, n) input broadcasts against (K, n, n_out) without K copies of it
-            h = torch.baddbmm(b, h, w) if h.dim() == 3 else torch.matmul(h, w) + b
+            h = torch.baddbmm(b, h, w.mT) if h.dim() == 3 else torch.matmul(h, w.mT) + b
             if i < last:
                 h = self.act(h)
                 if acts is not None:

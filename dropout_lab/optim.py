@@ -102,14 +102,14 @@ def momentum(h: Hyper, epochs_done: float) -> torch.Tensor:
 
 @torch.no_grad()
 def max_norm_(weights: Sequence[torch.Tensor], c: torch.Tensor) -> None:
-    """Rescale each unit's *incoming* weight vector (a column of (K, n_in, n_out)) to L2 norm <= c.
+    """Rescale each unit's *incoming* weight vector (a row of (K, n_out, n_in)) to L2 norm <= c.
 
-    Shorter columns are untouched; c = inf turns it off. Rows would be the outgoing weights: the
+    Shorter rows are untouched; c = inf turns it off. Columns would be the outgoing weights: the
     reproduction bug this guards against. deepnet does the same after every update (parameter.py
-    Update, `norm_limit(weight_norm, axis=0)` on an (n_in, n_out) weight).
+    Update, `norm_limit(weight_norm, axis=0)` on its (n_in, n_out) weight: the same units).
     """
     for w in weights:
-        norms = w.norm(dim=1, keepdim=True)  # (K, 1, n_out)
+        norms = torch.linalg.vector_norm(w, dim=2, keepdim=True)  # (K, n_out, 1), a contiguous reduction
         w.mul_(torch.clamp(c / norms, max=1.0))  # norm 0 gives inf, clamped to 1
 
 
@@ -124,8 +124,8 @@ def at_max_norm(weights: Sequence[torch.Tensor], c: torch.Tensor) -> torch.Tenso
     hence the tolerance.
     """
     c = c.view(-1, 1)
-    at = sum((w.norm(dim=1) >= c * (1 - BOUND_RTOL)).sum(dim=1) for w in weights)
-    frac = at / sum(w.shape[2] for w in weights)
+    at = sum((w.norm(dim=2) >= c * (1 - BOUND_RTOL)).sum(dim=1) for w in weights)
+    frac = at / sum(w.shape[1] for w in weights)
     return torch.where(torch.isinf(c.view(-1)), math.nan, frac)
 
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import paper
 from .results import atomic_write, save_figure
-from .verdicts import Result, find, mc_results, met_line, pm, stats, targets, verdict, verdict_line
+from .verdicts import Result, find, precision_of, mc_results, met_line, pm, stats, targets, verdict, verdict_line
 
 # ----------------------------------------------------------------------------------------------
 # tables
@@ -30,19 +30,21 @@ def at_c(runs: list[dict]) -> str:
 
 
 def table(t: paper.Table, res: Result) -> list[str]:
-    groups = res.by(lambda r: r.get("label"))
+    # runs of another precision are another row: seeds are averaged, arithmetic never is
+    groups = res.by(lambda r: (r.get("label"), precision_of(r)))
     lines = [f"| {t.title} row | paper % | ours % (mean ± std, n seeds) | ours − paper | units at c | scale | updates "
-             "| device |", "|---|---|---|---|---|---|---|---|"]
+             "| precision | device |", "|---|---|---|---|---|---|---|---|---|"]
     for row in t.rows:
         ref = f"{row.error:.2f}" + (f" ± {row.std:.2f}" if row.std else "")
-        runs = groups.get(row.label)
-        if not runs:
-            lines.append(f"| {row.label} | {ref} | not run | | | {res.scale} | | |")
-            continue
-        m, s, n = stats(runs)
-        steps = sorted({int(r.get("steps_completed") or 0) for r in runs})
-        lines.append(f"| {row.label} | {ref} | {pm(m, s, n)} | {m - row.error:+.2f} | {at_c(runs)} | {res.scale} | "
-                     f"{'/'.join(f'{x:,}' for x in steps)} | {', '.join(res.devices)} |")
+        found = sorted(p for label, p in groups if label == row.label)
+        if not found:
+            lines.append(f"| {row.label} | {ref} | not run | | | {res.scale} | | | |")
+        for precision in found:
+            runs = groups[(row.label, precision)]
+            m, s, n = stats(runs)
+            steps = sorted({int(r.get("steps_completed") or 0) for r in runs})
+            lines.append(f"| {row.label} | {ref} | {pm(m, s, n)} | {m - row.error:+.2f} | {at_c(runs)} | {res.scale} | "
+                         f"{'/'.join(f'{x:,}' for x in steps)} | {precision} | {', '.join(res.devices)} |")
     return lines
 
 
@@ -208,6 +210,9 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
         present = [s for s in ("full", "quick") if (key, s) in found] or [None]
         for scale in present:
             v, nums = verdict(key, found[(key, scale)]) if scale else (None, "")
+            mixed = scale and len(found[(key, scale)].precisions) > 1
+            if mixed:  # a verdict over runs of several precisions says so
+                nums += f" (runs of {', '.join(found[(key, scale)].precisions)} together)"
             md.append(f"| {title} | {text} | {verdict_line(v)} | {scale or ''} | {nums} |")
     md += ["", "## Long-term targets", "", "| target | met? | the numbers |", "|---|---|---|"]
     md += [f"| {t} | {met_line(v)} | {nums} |" for t, v, nums in targets(found)]
@@ -234,14 +239,15 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
         md += ["## Figures", "", "Made by `dropout-lab plot` in each results folder.", ""]
         md += [f + "\n" for f in figures]
     md += ["## Provenance", "", "| config | scale | runs | sweep wall time (s) | run time, summed (s) | devices | "
-           "commits | versions |", "|---|---|---|---|---|---|---|---|"]
+           "precision | commits | versions |", "|---|---|---|---|---|---|---|---|---|"]
     total = wall = 0.0
     for (key, scale), res in sorted(found.items()):
         total += res.seconds
         w = sum(s["wall_seconds"] for s in res.sessions)
         wall += w
         md.append(f"| {key} | {scale} | {len(res.rows)} | {f'{w:,.0f}' if res.sessions else 'not recorded'} | "
-                  f"{res.seconds:,.0f} | {', '.join(res.devices)} | {', '.join(res.commits)} | "
+                  f"{res.seconds:,.0f} | {', '.join(res.devices)} | {', '.join(res.precisions)} | "
+                  f"{', '.join(res.commits)} | "
                   f"{'; '.join(res.versions)} |")
     md += ["", f"Sweep wall time: {wall / 60:,.1f} min, the sum of the `sweep` sessions that trained these runs "
            f"(sessions.jsonl). Run time, summed: {total / 60:,.1f} min, each run's own wall time; the runs of a "

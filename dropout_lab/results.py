@@ -83,11 +83,31 @@ def git_commit() -> str | None:
         return None
 
 
+def cpu_model() -> str:
+    """The CPU's marketing name where the OS tells it (Linux: /proc/cpuinfo), else its architecture."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, " \
-           f"{torch.get_num_threads()} torch threads)"
+    return f"cpu ({cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
+
+
+def precision_info(precision: str, device: torch.device) -> dict:
+    """What env.json says of the arithmetic: the precision and, for bf16, which GEMM kernels ran it."""
+    from .step import bf16_kernels
+
+    out = {"precision": precision}
+    if precision == "bf16":
+        out["bf16_gemm"] = bf16_kernels(device)  # native | emulated (step.py says what each means)
+    return out
 
 
 def command_line() -> str:
@@ -125,6 +145,7 @@ class RunWriter:
         (run_dir / "summary.json").unlink(missing_ok=True)  # not finished until written again
         (run_dir / "mc.json").unlink(missing_ok=True)  # belongs to the final nets: written at the end
         atomic_write(run_dir / "config.yaml", to_yaml(cfg))
+        env = {**env, **precision_info(cfg.precision, torch.device(env["device"]))}
         kept = read_metrics(run_dir, raw=True, upto=keep_rows) if keep_rows else []
         if keep_rows:  # provenance of the first start stays; each resumption is appended
             try:  # survey() resumes no run whose env.json is damaged; this is for a file gone since
@@ -281,7 +302,8 @@ def cell(value) -> str | int | float:
 def write_index(folder: Path, rows: list[dict], keys: list[str]) -> None:
     """rows: run_id, status, the swept keys, seed, dropout and the summary numbers; rewritten atomically."""
     buf = io.StringIO()
-    columns = ["run_id", "status", *keys, "seed", "dropout", *INDEX_METRICS]
+    columns = ["run_id", "status", *keys, "seed", *(["precision"] if "precision" not in keys else []), "dropout",
+               *INDEX_METRICS]
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     w.writeheader()
     for r in rows:

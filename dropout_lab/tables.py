@@ -123,8 +123,12 @@ def shipped_table(found) -> Table:
 
 
 def bench_header(result: dict) -> str:
+    probe = result.get("gemm_probe", {})
+    peaks = "; ".join(f"{p} " + ("-" if v["tflops"] is None else f"{v['tflops']:.3f}") for p, v in probe.items())
     return (f"{result['arch']}, batch {result['batch']}, dropout 0.2/0.5, max-norm\n"
             f"{result['device']}, torch {result['torch']}, {result['date']}\n"
+            f"stacks: {result.get('precision', 'fp32')} ({result.get('gemm_kernels', 'fp32')} GEMMs); "
+            f"baselines: fp32\nGEMM probe peak, TFLOP/s: {peaks or '-'}\n"
             f"{result['steps_timed']} timed steps after {result['warmup_steps']} warm-up; "
             "steps/s: model-steps (K x steps)\n"
             "vs tuned, vs loader: over the tuned loop (the baseline) and the DataLoader loop")

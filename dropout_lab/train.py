@@ -14,10 +14,11 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
+from . import step as fused
 from .config import Config
 from .data import Dataset, split
 from .model import STREAM_ORDER, StackedMLP, derive_seed, generator
-from .optim import Hyper, adam_update_, at_max_norm, kl_sparsity, learning_rate, max_norm_, momentum, sgd_update_
+from .optim import Hyper, adam_update_, at_max_norm, learning_rate, max_norm_, momentum, sgd_update_
 
 
 def resolve_device(name: str) -> torch.device:
@@ -34,7 +35,7 @@ def structure_key(cfg: Config) -> tuple:
     kind = (d.kind, d.scaling) if cfg.has_dropout else None  # no dropout fits any stack, as p = 0
     return (cfg.data.dataset, cfg.data.train_size, cfg.data.validation_size, tuple(cfg.widths()),
             cfg.model.activation, cfg.optim.name, cfg.optim.batch_size, cfg.optim.epochs,
-            cfg.eval.every, tuple(cfg.eval.mc_samples), cfg.eval.mc_repeats, kind)
+            cfg.eval.every, tuple(cfg.eval.mc_samples), cfg.eval.mc_repeats, cfg.precision, kind)
 
 
 def pack(cfgs: Sequence[Config]) -> list[list[int]]:
@@ -75,6 +76,7 @@ class StackTrainer:
         self.model = StackedMLP.from_configs(cfgs, data.n_features, data.n_classes, self.device)
         self.hyper = Hyper.from_configs(cfgs, self.device)
         self.optimizer = first.optim.name
+        self.gemm = fused.Gemm(first.precision, self.device)
 
         splits = [split(data.y_train, c.data.train_size, c.data.validation_size, c.seed) for c in cfgs]
         self.n_train = len(splits[0][0])
@@ -114,21 +116,14 @@ class StackTrainer:
         self.wrong.zero_()
 
     def train_step(self) -> None:
-        self.model.train()
         B = min(self.batch, self.n_train)
         h = self.hyper
         idx = self.order[:, self.s * B:(self.s + 1) * B]
         x, y = self.x_pool[idx], self.y_pool[idx]  # (K, B, D), (K, B)
         lr = learning_rate(h, self.epoch, self.step)
-        acts: list[torch.Tensor] | None = [] if h.any_kl else None
-        logits = self.model(x, acts)
-        nll = -F.log_softmax(logits, dim=-1).gather(-1, y.unsqueeze(-1)).squeeze(-1)  # (K, B)
-        loss = nll.mean(dim=1)
-        if acts is not None:
-            loss = loss + h.kl_beta * kl_sparsity(acts, h.kl_rho, self.model.activation == "logistic")
-        # the sum over models keeps each model's gradient that of its own mean loss
-        loss.sum().backward()
-        grads = [p.grad for p in self.params]
+        self.model.train()
+        kl = (h.kl_beta, h.kl_rho) if h.any_kl else None
+        nll, logits, grads = fused.forward_backward(self.model, x, y, self.gemm, kl)
         live = None if self.all_live else self.live
         if self.optimizer == "sgd":
             m = momentum(h, self.step / self.steps_per_epoch)
@@ -137,8 +132,6 @@ class StackTrainer:
             adam_update_(self.params, self.state, grads, self.is_weight, lr, self.step + 1, h, live)
         if h.any_max_norm:
             max_norm_(self.model.weights, h.max_norm)
-        for p in self.params:
-            p.grad = None
         with torch.no_grad():
             self.loss_sum += nll.sum(dim=1)
             self.wrong += (logits.argmax(dim=-1) != y).sum(dim=1)

@@ -49,6 +49,7 @@ class Result:
                                      "retrain that run and record it anew")
                 envs.append({})
         self.devices = sorted({e.get("device_name", "?") for e in envs})
+        self.precisions = sorted({precision_of(r) for r in self.rows})
         self.commits = sorted({(e.get("git_commit") or "?")[:12] for e in envs})
         self.versions = sorted({f"torch {e.get('torch')}, python {e.get('python')}" if e else "?" for e in envs})
         self.seconds = sum(r.get("wall_seconds") or 0.0 for r in self.rows)
@@ -68,6 +69,11 @@ class Result:
         for r in self.rows:
             out[key(r)].append(r)
         return out
+
+
+def precision_of(row: dict) -> str:
+    """An index row's precision; folders written before the key existed trained in fp32."""
+    return row.get("precision") or "fp32"
 
 
 def find(roots: list[Path]) -> dict[tuple[str, str], Result]:

@@ -44,6 +44,8 @@ def test_benchmark_times_baseline_and_stacks_on_the_same_footing(monkeypatch):
             data_seen.extend(a for a in args if isinstance(a, bench.Dataset))
             return _real(*args, **kw)
         monkeypatch.setattr(bench, name, spy)
+    probes = {"fp32": {"tflops": 0.5}}  # a stand-in peak, so that the fractions are a known formula
+    monkeypatch.setattr(bench, "gemm_probe", lambda device, precision: probes[precision])
     hook = register_optimizer_step_post_hook(lambda opt, args, kw: events.append("."))  # both baselines
     try:
         r = bench.benchmark("784-16-10", [1, 3], torch.device("cpu"), steps=5, warmup=2)
@@ -74,7 +76,9 @@ def test_benchmark_times_baseline_and_stacks_on_the_same_footing(monkeypatch):
         assert abs(s["ratio_vs_baseline"] - s["steps_per_s_per_model"] / tuned) < 1e-12
         assert abs(s["ratio_vs_dataloader"] - s["steps_per_s_per_model"] / loader) < 1e-12
         assert abs(s["tflops"] - s["steps_per_s_per_model"] * flops / 1e12) < 1e-15
-        assert s["peak_fraction"] is None and s["peak_memory_mb"] is None  # no published peak, no CPU memory
+        assert abs(s["peak_fraction"] - s["tflops"] / 0.5) < 1e-15  # of the probe's measured peak
+        assert s["peak_memory_mb"] is None  # no CPU memory
+    assert r["precision"] == "fp32" and r["gemm_probe"] == probes and r["cpu"]
     assert "CPU: not measured" in r["peak_memory_measured"]
 
 
@@ -121,7 +125,18 @@ def test_bench_command_writes_json_and_rejects_bad_stacks(tmp_path):
     assert max(len(line) for line in r.stdout.splitlines() if not line.startswith("wrote")) <= 80
     result = json.loads(out.read_text())
     assert set(result["stacks"]) == {"1", "2"} and set(result["baselines"]) == {"tuned", "dataloader"}
+    probe = result["gemm_probe"]["fp32"]  # measured here, not looked up
+    assert probe["tflops"] > 0 and probe["tflops"] == max(v for v in probe["shapes_tflops"].values() if v)
+    r = cli("bench", "--device", "cpu", "--precision", "tf32")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "tf32" in r.stderr
     r = cli("bench", "--device", "cpu", "--stack", "0,4")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     r = cli("bench", "--device", "cpu", "--arch", "100-10")
     assert r.returncode == 2 and "--arch 100-10" in r.stderr
+
+
+def test_gemm_probe_measures_each_arithmetic():
+    fp32, bf16 = bench.gemm_probe(torch.device("cpu"), "fp32"), bench.gemm_probe(torch.device("cpu"), "bf16")
+    assert "float32" in fp32["what"] and "bfloat16" in bf16["what"]
+    assert fp32["tflops"] > 0 and set(fp32["shapes_tflops"]) == {"100x1024x1024", "1024x1024x1024"}
+    assert bf16["tflops"] is None or bf16["tflops"] > 0

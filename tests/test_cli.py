@@ -89,3 +89,27 @@ def test_a_diverging_model_exits_1_and_is_marked(tmp_path):
     (d,) = run_dirs(tmp_path / "spiral")
     assert json.loads((d / "summary.json").read_text())["status"] == "diverged"
     assert "diverged" in r.stderr
+
+
+def test_precision_is_in_the_run_id_config_and_env_and_bad_ones_are_refused(tmp_path):
+    args = ("run", ROOT / "configs/spiral.yaml", "--out", tmp_path, "--set", "optim.epochs=2", "--device", "cpu")
+    assert cli(*args).returncode == 0
+    r = cli(*args, "--precision", "bf16")
+    assert r.returncode == 0, r.stderr
+    dirs = run_dirs(tmp_path / "spiral")
+    bf16 = [d for d in dirs if "-bf16-" in d.name]
+    assert len(dirs) == 4 and len(bf16) == 2  # another precision is another run, never the fp32 one resumed
+    for d in bf16:
+        assert "precision: bf16" in (d / "config.yaml").read_text()
+        env = json.loads((d / "env.json").read_text())
+        assert env["precision"] == "bf16" and env["bf16_gemm"] in ("native", "emulated")
+    fp32 = [d for d in dirs if d not in bf16]
+    assert all(json.loads((d / "env.json").read_text())["precision"] == "fp32" for d in fp32)
+    # the two precisions trained different numbers from the same seeds
+    assert (fp32[0] / "metrics.csv").read_text() != (bf16[0] / "metrics.csv").read_text()
+
+    for bad, key in ((("--precision", "fp16"), "precision"), (("--precision", "tf32"), "--precision = tf32"),
+                     (("--set", "precision=tf32"), "precision = tf32")):
+        r = cli("run", ROOT / "configs/spiral.yaml", "--out", tmp_path / "bad", "--device", "cpu", *bad)
+        assert r.returncode == 2 and r.stderr.count("\n") == 1 and key in r.stderr, r.stderr
+        assert not (tmp_path / "bad").exists()  # refused before anything was written

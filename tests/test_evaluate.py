@@ -37,7 +37,7 @@ def test_l1_and_kl_step_match_autograd_of_the_penalised_loss(spiral):
         bs = [b[k].clone().requires_grad_() for b in b0]
         h, acts = torch.as_tensor(spiral.x_train)[idx[k]], []
         for i, (w, b) in enumerate(zip(ws, bs)):
-            h = h @ w + b
+            h = h @ w.t() + b  # rows: (n_out, n_in)
             if i < len(ws) - 1:
                 h = torch.sigmoid(h)
                 acts.append(h)

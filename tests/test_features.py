@@ -34,7 +34,7 @@ def test_hidden_stats_match_a_per_model_loop(scaling):
         tr.model.biases[0][1, 0, 3] = -100.0
     tr.model.train()  # hidden_stats must switch the noise off itself
     x = tr.x_test[:500]
-    W = tr.model.weights[0].detach().double().numpy()
+    W = tr.model.weights[0].mT.detach().double().numpy()  # (K, n_in, H)
     B = tr.model.biases[0].detach().double().numpy()
     xs = x.double().numpy()
     acts = []
@@ -64,7 +64,7 @@ def test_hidden_stats_match_a_per_model_loop(scaling):
 def test_sparsity_numbers_of_a_hand_built_layer():
     tr = pair_trainer("model.hidden=[4]", "model.dropout.p_input=0")
     with torch.no_grad():
-        tr.model.weights[0][0] = torch.tensor([[1.0, -1.0, 0.0, 0.05], [0.0, 0.0, -1.0, 0.05]])
+        tr.model.weights[0][0] = torch.tensor([[1.0, -1.0, 0.0, 0.05], [0.0, 0.0, -1.0, 0.05]]).t()
         tr.model.biases[0][0] = 0.0
         tr.model.weights[0][1] = 0.0  # model 1: every unit 0.5 on every image
         tr.model.biases[0][1] = 0.5

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from dropout_lab.layers import Dropout, noise
+from dropout_lab.layers import MASK_BITS, Dropout, keep_mask, noise, uniform16
 from dropout_lab.model import StackedMLP
 
 
@@ -88,15 +88,16 @@ def test_monte_carlo_mode_keeps_noise_at_eval():
 # ---- numpy reference: the classic module of the seed notes (mask saved in forward, reused in backward)
 
 class NumpyDropout:
-    def __init__(self, p, scaling="inverted", kind="bernoulli"):
-        self.p, self.scaling, self.kind = p, scaling, kind
+    def __init__(self, p, scaling="inverted", kind="bernoulli", grid=None):
+        # grid: the drop probability as the masks realise it (p rounded to their resolution)
+        self.p, self.scaling, self.kind, self.grid = p, scaling, kind, p if grid is None else grid
 
     def forward(self, x, u):
         # u: the uniform (or normal) draws, so the reference sees the same randomness as torch
         if self.kind == "gaussian":
             self.mask = 1 + np.sqrt(self.p / (1 - self.p)) * u
         else:
-            self.mask = (u >= self.p).astype(np.float32)
+            self.mask = (u >= self.grid).astype(np.float32)
             if self.scaling == "inverted":
                 self.mask /= 1 - self.p
         return self.mask * x
@@ -116,8 +117,12 @@ def test_matches_numpy_reference_forward_and_backward(kind, scaling):
     grad_out = torch.randn(K, B, n)
     y.backward(grad_out)
 
-    u = noise((K, B, n), twins, "cpu", normal=kind == "gaussian").numpy()
-    ref = NumpyDropout(p, scaling, kind)
+    if kind == "gaussian":
+        u = noise((K, B, n), twins, "cpu", normal=True).numpy()
+        ref = NumpyDropout(p, scaling, kind)
+    else:  # 16-bit uniforms on [0, 1), against p on the same 2^-16 grid (layers.MASK_BITS)
+        u = (uniform16((K, B, n), twins, "cpu").numpy().astype(np.float64) + 2**15) / 2**MASK_BITS
+        ref = NumpyDropout(p, scaling, kind, grid=round(p * 2**MASK_BITS) / 2**MASK_BITS)
     y_ref = ref.forward(x.detach().numpy(), u)
     np.testing.assert_allclose(y.detach().numpy(), y_ref, rtol=1e-6, atol=1e-7)
     np.testing.assert_allclose(x.grad.numpy(), ref.backward(grad_out.numpy()), rtol=1e-6, atol=1e-7)
@@ -141,8 +146,8 @@ def test_dropout_really_feeds_the_next_layer():
     twin.set_state(m.drops[0].generators[0].get_state())
     x = torch.rand(16, 5)
     out = m(x)[0]
-    w1, w2, b1, b2 = m.weights[0][0], m.weights[1][0], m.biases[0][0], m.biases[1][0]
+    w1, w2, b1, b2 = m.weights[0][0].t(), m.weights[1][0].t(), m.biases[0][0], m.biases[1][0]
     h = torch.relu(x @ w1 + b1)
-    keep = (torch.rand(h.shape, generator=twin) >= 0.5).float()
+    keep = keep_mask((1, *h.shape), torch.tensor(0.5), [twin], "cpu")[0].float()
     assert torch.allclose(out, (h * keep / 0.5) @ w2 + b2, atol=1e-6)
     assert not torch.allclose(out, h @ w2 + b2, atol=1e-3)  # the undropped path is not what runs

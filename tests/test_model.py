@@ -29,28 +29,28 @@ def test_dropped_unit_gets_no_outgoing_gradient_but_next_bias_does():
     dropped = active & (seen["out"][0, 0] == 0)
     kept = active & (seen["out"][0, 0] != 0)
     assert dropped.any() and kept.any()
-    g_out = m.weights[1].grad[0]  # (30, 3): row j = unit j's outgoing weights
+    g_out = m.weights[1].grad[0].t()  # (30, 3): row j = unit j's outgoing weights
     assert torch.all(g_out[dropped] == 0)
     assert torch.all(g_out[kept].abs().sum(1) > 0)
     assert m.biases[1].grad.abs().sum() > 0  # the next layer's bias still learns from the example
 
 
-def test_max_norm_caps_incoming_columns_per_unit():
+def test_max_norm_caps_incoming_rows_per_unit():
     torch.manual_seed(0)
-    # columns from well under to well over c; rows and columns differ in length, so a row-wise
-    # implementation cannot pass
-    w = torch.randn(3, 20, 7) * torch.linspace(0.05, 1.5, 7)
+    # weights are (K, n_out, n_in): unit j's incoming weights are row j. Rows from well under to well
+    # over c; rows and columns differ in length, so a column-wise implementation cannot pass
+    w = torch.randn(3, 7, 20) * torch.linspace(0.05, 1.5, 7).view(7, 1)
     c = torch.tensor([1.0, 2.5, math.inf]).view(3, 1, 1)
     before = w.clone()
     max_norm_([w], c)
     for k in range(3):
         for j in range(7):
-            col = before[k, :, j]  # unit j's incoming weights
-            want = col * min(1.0, c[k].item() / col.norm().item())
-            assert torch.allclose(w[k, :, j], want, atol=1e-6)
-    norms = w.norm(dim=1)
+            row = before[k, j]  # unit j's incoming weights
+            want = row * min(1.0, c[k].item() / row.norm().item())
+            assert torch.allclose(w[k, j], want, atol=1e-6)
+    norms = w.norm(dim=2)
     assert torch.all(norms[:2] <= c[:2].view(2, 1) + 1e-5)
-    assert (before[1].norm(dim=0) < 2.5).any() and (before[1].norm(dim=0) > 2.5).any()  # both cases hit
+    assert (before[1].norm(dim=1) < 2.5).any() and (before[1].norm(dim=1) > 2.5).any()  # both cases hit
     assert torch.equal(w[2], before[2])  # c = inf: off
 
 
@@ -149,19 +149,21 @@ def test_max_norm_is_reached_and_held_and_recorded_per_epoch(mnist):
     fractions = [r["max_norm_bound"] for r in rows]
     assert fractions[0] < 0.1 and fractions[-1] > 0.5
     assert all(b >= a - 0.02 for a, b in zip(fractions, fractions[1:]))  # held: the share at c does not fall back
-    assert all((w.norm(dim=1) <= 2.0 * (1 + 1e-5)).all() for w in trainers[0].model.weights)
+    assert all((w.norm(dim=2) <= 2.0 * (1 + 1e-5)).all() for w in trainers[0].model.weights)
     control = [r[0]["max_norm_bound"] for r in train_stack([cfg.control()], mnist)]
     assert all(math.isnan(f) for f in control)
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_a_model_alone_equals_the_same_model_in_a_stack(device):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_a_model_alone_equals_the_same_model_in_a_stack(device, precision):
     data = spiral()
-    target = tiny_config("seed=3", "model.dropout.p_input=0.1", "optim.epochs=10")  # 300 steps
+    p = f"precision={precision}"
+    target = tiny_config("seed=3", "model.dropout.p_input=0.1", "optim.epochs=10", p)  # 300 steps
     others = [
-        tiny_config("seed=1", "model.dropout.p_hidden=0.2", "optim.lr=0.05"),
-        tiny_config("seed=3").control(),  # same seed, no dropout: its own masks are drawn and ignored
-        tiny_config("seed=9", "optim.momentum_rule=classical", "optim.lr=0.01", "optim.max_norm=null"),
+        tiny_config("seed=1", "model.dropout.p_hidden=0.2", "optim.lr=0.05", p),
+        tiny_config("seed=3", p).control(),  # same seed, no dropout: its own masks are drawn and ignored
+        tiny_config("seed=9", "optim.momentum_rule=classical", "optim.lr=0.01", "optim.max_norm=null", p),
     ]
     others = [c.model_copy(update={"optim": c.optim.model_copy(update={"epochs": 10})}) for c in others]
     alone = StackTrainer([target], data, device)
@@ -212,7 +214,8 @@ def test_pack_groups_by_structure():
     c = tiny_config("model.hidden=[16,16]")
     d = tiny_config("model.dropout.kind=gaussian")
     e = tiny_config().control()  # no dropout: joins any stack of its shape
-    assert pack([a, b, c, d, e]) == [[0, 1, 4], [2], [3]]
+    f = tiny_config("precision=bf16")  # another arithmetic: never in an fp32 stack
+    assert pack([a, b, c, d, e, f]) == [[0, 1, 4], [2], [3], [5]]
     scaled = tiny_config("model.width_rule=scaled")
     assert scaled.widths() == [64, 64]
     assert pack([scaled, scaled.control()]) == [[0], [1]]  # the control keeps n units
@@ -224,12 +227,14 @@ def test_stack_rejects_mixed_structure():
 
 
 @pytest.mark.parametrize("device", DEVICES)
-def test_same_config_and_seed_give_the_same_numbers(device):
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_same_config_and_seed_give_the_same_numbers(device, precision):
     data = spiral()
-    cfg = tiny_config("model.dropout.p_input=0.1")
+    cfg = tiny_config("model.dropout.p_input=0.1", f"precision={precision}")
     a = [rows[0] for rows in train_stack([cfg], data, device)]
     b = [rows[0] for rows in train_stack([cfg], data, device)]
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b]
-    other = [rows[0] for rows in train_stack([tiny_config("model.dropout.p_input=0.1", "seed=1")], data, device)]
+    other = [rows[0] for rows in train_stack([tiny_config("model.dropout.p_input=0.1", "seed=1", f"precision={precision}")],
+                                             data, device)]
     assert other[-1]["train_loss"] != a[-1]["train_loss"]

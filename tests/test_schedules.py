@@ -149,7 +149,7 @@ def test_deepnet_rule_matches_the_authors_code_step_for_step():
                       "optim.lr_schedule=inverse_t", "optim.lr=0.5", "optim.lr_half_life=2",
                       "optim.weight_decay=0.01", "optim.l1=0.002", "optim.l1_after=3", "optim.max_norm=1.0")
     tr = StackTrainer([cfg], spiral)
-    W0 = [w[0].detach().double().numpy() for w in tr.model.weights]
+    W0 = [w[0].detach().double().numpy().T for w in tr.model.weights]  # deepnet's (n_in, n_out)
     b0 = [x[0, 0].detach().double().numpy() for x in tr.model.biases]
     tr.begin_epoch()
     B, steps = cfg.optim.batch_size, 8
@@ -161,7 +161,7 @@ def test_deepnet_rule_matches_the_authors_code_step_for_step():
     W, b, rescaled = deepnet_transcription(W0, b0, batches, eps0=0.5, half_life=2, m_i=0.5, m_f=0.99,
                                  T=0.1 * tr.steps_per_epoch, l2=0.01, l1=0.002, l1_after=3 - 1, c=1.0)
     for got, want in zip(tr.model.weights, W):
-        np.testing.assert_allclose(got[0].detach().numpy(), want, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(got[0].detach().numpy().T, want, rtol=1e-4, atol=1e-5)
     assert rescaled > 0  # the constraint bound along the way
     for got, want in zip(tr.model.biases, b):
         np.testing.assert_allclose(got[0, 0].detach().numpy(), want, rtol=1e-4, atol=1e-5)
@@ -171,4 +171,4 @@ def test_deepnet_rule_matches_the_authors_code_step_for_step():
     other.begin_epoch()
     for _ in range(steps):
         other.train_step()
-    assert not np.allclose(other.model.weights[1][0].detach().numpy(), W[1], rtol=1e-3, atol=1e-4)
+    assert not np.allclose(other.model.weights[1][0].detach().numpy().T, W[1], rtol=1e-3, atol=1e-4)
