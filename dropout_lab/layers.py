@@ -44,10 +44,14 @@ def noise(shape: Sequence[int], generators: Sequence[torch.Generator] | None, de
 MASK_BITS = 16
 
 
-def uniform16(shape: Sequence[int], generators: Sequence[torch.Generator] | None, device) -> torch.Tensor:
-    """int16 noise uniform over all 2^16 values, slice k of dim 0 from generator k (as noise())."""
+def uniform16(shape: Sequence[int], generators: Sequence[torch.Generator] | None, device,
+              words: torch.Tensor | None = None) -> torch.Tensor:
+    """int16 noise uniform over all 2^16 values, slice k of dim 0 from generator k (as noise()).
+
+    words: an int64 tensor of shape (*shape[:-1], ceil(n / 4)) to draw into, kept by the caller."""
     *lead, n = shape
-    words = torch.empty((*lead, -(-n // 4)), dtype=torch.int64, device=device)
+    if words is None:
+        words = torch.empty((*lead, -(-n // 4)), dtype=torch.int64, device=device)
     full = (-2**63, None)  # every 64-bit value: each int16 lane of a word is uniform
     if generators is None:
         words.random_(*full)
@@ -68,11 +72,14 @@ def drop_threshold(p: torch.Tensor) -> torch.Tensor:
 
 
 def keep_mask(shape: Sequence[int], p: torch.Tensor, generators: Sequence[torch.Generator] | None,
-              device, threshold: torch.Tensor | None = None) -> torch.Tensor:
+              device, threshold: torch.Tensor | None = None, words: torch.Tensor | None = None,
+              out: torch.Tensor | None = None) -> torch.Tensor:
     """Boolean keep mask, P(keep) = 1 - p to within 2^-17 (p a float tensor, (K, 1, 1) in a stack).
 
-    threshold: drop_threshold(p) when the caller keeps it (Dropout does), saving its small ops per call."""
-    return uniform16(shape, generators, device) >= (drop_threshold(p).to(device) if threshold is None else threshold)
+    threshold: drop_threshold(p) when the caller keeps it (Dropout does), saving its small ops per call;
+    words and out: buffers to draw and write into (step.py keeps them from step to step)."""
+    t = drop_threshold(p).to(device) if threshold is None else threshold
+    return torch.ge(uniform16(shape, generators, device, words), t, out=out)
 
 
 class Dropout(nn.Module):

@@ -116,10 +116,15 @@ class StackTrainer:
         self.wrong.zero_()
 
     def train_step(self) -> None:
+        if self.order is None or self.s >= self.steps_per_epoch:
+            raise RuntimeError("train_step outside an epoch: call begin_epoch() first")
         B = min(self.batch, self.n_train)
         h = self.hyper
         idx = self.order[:, self.s * B:(self.s + 1) * B]
-        x, y = self.x_pool[idx], self.y_pool[idx]  # (K, B, D), (K, B)
+        # (K, B, D), gathered into the step's kept buffer (step.Gemm says why)
+        x = torch.index_select(self.x_pool, 0, idx.reshape(-1),
+                               out=self.gemm.buf("x", (idx.numel(), self.x_pool.shape[1])))
+        x, y = x.view(*idx.shape, -1), self.y_pool[idx]
         lr = learning_rate(h, self.epoch, self.step)
         self.model.train()
         kl = (h.kl_beta, h.kl_rho) if h.any_kl else None

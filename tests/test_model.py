@@ -121,6 +121,10 @@ def test_inverted_and_weight_scaled_nets_train_the_same_function_under_max_norm(
     x_test = torch.as_tensor(data.x_test)
     bound, gaps = [], {True: [], False: []}
     for step in range(60):
+        if ws.s == ws.steps_per_epoch:  # past an epoch's last batch: the next epoch, for every twin
+            for tr in [ws] + [t for t, _ in twins]:
+                tr.epoch += 1
+                tr.begin_epoch()
         ws.train_step()
         for inv, convert in twins:
             _inverted_step(inv, keep, convert)

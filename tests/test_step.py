@@ -75,8 +75,8 @@ def test_bf16_emulation_gives_the_native_kernels_numbers():
     native, emulated = step.Gemm("bf16", cpu), step.Gemm("bf16", cpu)
     native.kernels, emulated.kernels = "native", "emulated"
     a, b = torch.randn(2, 16, 64), torch.randn(2, 64, 24)
-    n = native.mm(native.cast(a), native.cast(b))
-    e = emulated.mm(emulated.cast(a), emulated.cast(b))
+    n = native.mm(native.cast(a, "a"), native.cast(b, "b"), "ab")
+    e = emulated.mm(emulated.cast(a, "a"), emulated.cast(b, "b"), "ab")
     assert n.dtype == e.dtype == torch.float32
     assert torch.equal(e, e.bfloat16().float())  # bf16 values in an fp32 container
     ulp = 2.0 ** (torch.floor(torch.log2(n.abs().clamp_min(1e-30))) - 7)
