@@ -10,9 +10,12 @@ TORCH_PIN ?= torch==2.13.0
 
 # the small default sweep of `make sweep` (any file of configs/sweeps/ works: make sweep SWEEP=...)
 SWEEP  ?= configs/sweeps/p_fixed_n.yaml
-# `make bench`: a CPU-sized benchmark by default; on a GPU: make bench BENCH="--device cuda" BENCH_OUT=cuda
-BENCH     ?= --device cpu --arch 784-256-256-10 --stack 1,4,8 --steps 300
-BENCH_OUT ?= cpu
+# `make bench`: each net in each precision, one JSON apiece (results/bench/cpu-NET-PRECISION.json); on a
+# GPU: make bench BENCH="--device cuda --stack 1,8,32" BENCH_OUT=cuda BENCH_PRECISIONS="tf32 bf16"
+BENCH      ?= --device cpu --stack 1,4 --steps 200
+BENCH_NETS ?= 784-1024-1024-1024-10 784-256-256-10
+BENCH_PRECISIONS ?= fp32 bf16
+BENCH_OUT  ?= cpu
 # `make paper`: every configs/paper/ table and figure at this scale (quick: minutes each on a CPU)
 SCALE  ?= quick
 PAPER  ?= table2 table9 table10_gaussian fig4 fig9a fig9b fig10 fig11
@@ -71,7 +74,9 @@ lint: install
 	$(BIN)/ruff check dropout_lab tests
 
 bench: install
-	$(BIN)/dropout-lab bench $(BENCH) --json results/bench/$(BENCH_OUT).json
+	for a in $(BENCH_NETS); do for p in $(BENCH_PRECISIONS); do \
+		$(BIN)/dropout-lab bench $(BENCH) --arch $$a --precision $$p \
+			--json results/bench/$(BENCH_OUT)-$$a-$$p.json || exit 1; done; done
 
 # every results folder that changed since it was last plotted
 plot: install

@@ -120,10 +120,12 @@ def model_bytes(cfg: Config, n_in: int = 784, n_out: int = 10) -> int:
     sizes = [n_in, *cfg.widths(), n_out]
     params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
     copies = 3 if cfg.optim.name == "sgd" else 4  # weights, grads, velocity (+ Adam's second moment)
+    if cfg.precision == "bf16":
+        copies += 1.5  # the step's bf16 weight copies and their fp32 form where bf16 is emulated (step.py)
     # per hidden unit of a batch: pre-activation, activation, mask, dropped copy, their grads
     activations = 8 * cfg.optim.batch_size * sum(sizes)
     held = cfg.data.validation_size * n_in + 2 * (cfg.data.train_size or 60_000)  # val set, index tensors
-    return 4 * (copies * params + activations + held)
+    return int(4 * (copies * params + activations + held))
 
 
 def free_bytes(device: torch.device) -> int:

@@ -90,8 +90,8 @@ def _fake_sweep(root: Path, name: str, rows: list[dict], keys: list[str], scale_
     folder = root / f"{name}-{scale_}" if scale_ == "quick" else root / name
     folder.mkdir(parents=True)
     (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": folder.name, "keys": keys, "base": {"scale": scale_}}))
-    cols = ["run_id", "status", *keys, "seed", "dropout", "final_test_error", "final_max_norm_bound", "steps_completed",
-            "wall_seconds"]
+    cols = ["run_id", "status", *keys, "seed", "precision", "dropout", "final_test_error", "final_max_norm_bound",
+            "steps_completed", "wall_seconds"]
     with open(folder / "index.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=cols)
         w.writeheader()
@@ -117,6 +117,26 @@ def test_report_table_means_stds_differences_and_rows_not_run(tmp_path):
     assert "Out of scope: SVM, Gaussian kernel (1.40)" in text
     assert "Not run: `dropout-lab sweep configs/paper/table9.yaml`" in text
     assert (tmp_path / "report" / "table2-quick.png").is_file()
+
+
+def test_report_gives_each_precision_its_own_row_and_says_when_a_verdict_mixes_them(tmp_path):
+    label = "dropout ReLU 3x1024"
+    rows = [{"label": label, "seed": s, "dropout": True, "final_test_error": e, "precision": p}
+            for p, es in (("fp32", [0.0120, 0.0130]), ("bf16", [0.0200, 0.0210])) for s, e in enumerate(es)]
+    rows.append({"label": label, "seed": 2, "dropout": True, "final_test_error": 0.0140})  # written before the key
+    _fake_sweep(tmp_path, "table2", rows, ["label"])
+    fig4 = [{"model.hidden": [n] * d, "seed": s, "dropout": dr, "final_test_error": e, "precision": p}
+            for n in (1024, 2048) for d in (2, 3) for s, p in enumerate(("fp32", "bf16"))
+            for dr, e in ((True, 0.011), (False, 0.017))]
+    _fake_sweep(tmp_path, "fig4", fig4, ["model.hidden"])
+    out = tmp_path / "REPORT.md"
+    r = cli("report", tmp_path, "--out", out)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    # a folder without the column trained in fp32: its run joins the fp32 row, never the bf16 one
+    assert f"| {label} | 1.25 | 1.30 ± 0.10 (n=3) | +0.05 | — | quick | 2,000 | fp32 |" in text
+    assert f"| {label} | 1.25 | 2.05 ± 0.07 (n=2) | +0.80 | — | quick | 2,000 | bf16 |" in text
+    assert "(runs of bf16, fp32 together)" in text
 
 
 def test_verdicts_follow_the_data(tmp_path):
