@@ -71,6 +71,15 @@ class Timing:
     ratio_vs_dataloader: float | None = None
     tflops: float = 0.0
     peak_fraction: float | None = None
+    round_seconds: list[float] | None = None  # each round's timed seconds; `seconds` is their median
+
+
+def median_round(rounds: list[Timing]) -> Timing:
+    """The round with the median time (the lower middle one of an even count), with every round's time."""
+    ranked = sorted(rounds, key=lambda t: t.seconds)
+    t = ranked[(len(ranked) - 1) // 2]
+    t.round_seconds = [r.seconds for r in rounds]
+    return t
 
 
 def synthetic(n_train: int = 60_000, n_test: int = 10_000, seed: int = 0) -> Dataset:
@@ -301,7 +310,10 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 
 def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int, warmup: int = 20,
-              precision: str = "fp32") -> dict:
+              precision: str = "fp32", rounds: int = 1) -> dict:
+    """Every trainer timed `rounds` times, in turn (tuned, dataloader, each stack, then again): each
+    figure is a trainer's median round, so that a slow spell of a shared machine lands on every trainer
+    alike rather than on whichever ran during it."""
     sizes = [int(n) for n in arch.split("-")]
     if sizes[0] != 784 or sizes[-1] != 10:
         raise ValueError(f"--arch {arch}: must start with 784 and end with 10 (MNIST)")
@@ -312,8 +324,11 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
     first = {p: gemm_probe(device, p) for p in arithmetics}
     data = synthetic()  # one Dataset for every trainer, made before any memory window opens
     _prime(device)
-    timings = [tuned(sizes, data, device, steps, warmup), dataloader(sizes, data, device, steps, warmup)]
-    timings += [stacked(sizes, K, data, device, steps, warmup, precision) for K in stacks]
+    runs = []
+    for _ in range(rounds):
+        runs.append([tuned(sizes, data, device, steps, warmup), dataloader(sizes, data, device, steps, warmup),
+                     *(stacked(sizes, K, data, device, steps, warmup, precision) for K in stacks)])
+    timings = [median_round(list(ts)) for ts in zip(*runs)]
     # probed again after the trainers: the peak is the best either pass saw (a shared machine's speed
     # drifts within a run, and a probe that caught a slow moment would flatter every fraction)
     probes = {p: best_probe(first[p], gemm_probe(device, p)) for p in arithmetics}
@@ -330,7 +345,7 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
         t.peak_fraction = t.tflops / peak if peak else None
     env = env_info(device)
     keys = ("steps_per_s_per_model", "ratio_vs_baseline", "ratio_vs_dataloader", "tflops", "peak_fraction",
-            "peak_memory_mb", "seconds", "warmup_seconds")
+            "peak_memory_mb", "seconds", "warmup_seconds", "round_seconds")
     return {
         "command": env["command"],
         "git_commit": env["git_commit"],
@@ -343,6 +358,7 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
         "gemm_kernels": kernels,  # fp32 | tf32 | native (bf16) | emulated (bf16 as fp32 GEMMs, step.py)
         "steps_timed": steps,
         "warmup_steps": warmup,
+        "rounds": rounds,  # each trainer's figures: its median round (round_seconds has them all)
         "torch": torch.__version__,
         "python": platform.python_version(),
         "date": time.strftime("%Y-%m-%d"),

@@ -397,6 +397,7 @@ def bench(
     arch: str = typer.Option("784-1024-1024-2048-10", "--arch", help="layer widths, input to output"),
     stack: str = typer.Option("1,8,32", "--stack", help="stack sizes K to time, comma-separated"),
     steps: int = typer.Option(200, "--steps", help="timed steps per measurement (after 20 warm-up steps)"),
+    rounds: int = typer.Option(1, "--rounds", help="time every trainer this many times, in turn; report medians"),
     json_path: Path | None = typer.Option(None, "--json", help="also write the result as JSON to this file"),
     precision: str = typer.Option("fp32", "--precision", help="of the stacks: fp32 | bf16 | tf32 (CUDA only); "
                                                              "the baselines are fp32"),
@@ -412,6 +413,8 @@ def bench(
         except ValueError as e:
             raise ConfigError(str(e)) from None
         ks = [int(k) for k in stack.split(",")]
+        if rounds < 1:
+            raise ConfigError(f"--rounds = {rounds}: must be >= 1")
         if any(k < 1 for k in ks) or steps < 1:
             raise ValueError
     except ConfigError as e:
@@ -420,9 +423,9 @@ def bench(
         fail(f"--stack = {stack!r}, --steps = {steps}: stack sizes are positive integers (e.g. 1,8,32), "
              "steps >= 1", 2)
     err_console.print(f"[dim]timing {arch} on {dev}: a GEMM probe, two fp32 baselines, {precision} stacks of "
-                      f"{stack}, {steps} steps each[/dim]")
+                      f"{stack}, {steps} steps each, {tables.plural(rounds, 'round')}[/dim]")
     try:
-        result = benchmark(arch, ks, dev, steps, precision=precision)
+        result = benchmark(arch, ks, dev, steps, precision=precision, rounds=rounds)
     except ValueError as e:
         fail(str(e), 2)
     out_console.print(tables.bench_header(result), highlight=False)

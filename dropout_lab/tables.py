@@ -129,8 +129,8 @@ def bench_header(result: dict) -> str:
             f"{result['device']}, torch {result['torch']}, {result['date']}\n"
             f"stacks: {result.get('precision', 'fp32')} ({result.get('gemm_kernels', 'fp32')} GEMMs); "
             f"baselines: fp32\nGEMM probe peak, TFLOP/s: {peaks or '-'}\n"
-            f"{result['steps_timed']} timed steps after {result['warmup_steps']} warm-up; "
-            "steps/s: model-steps (K x steps)\n"
+            f"{result['steps_timed']} steps after {result['warmup_steps']} warm-up, median of "
+            f"{plural(result.get('rounds', 1), 'round')}; steps/s: model-steps (K x steps)\n"
             "vs tuned, vs loader: over the tuned loop (the baseline) and the DataLoader loop")
 
 

@@ -141,3 +141,25 @@ def test_gemm_probe_measures_each_arithmetic():
     assert "float32" in fp32["what"] and "bfloat16" in bf16["what"]
     assert fp32["tflops"] > 0 and set(fp32["shapes_tflops"]) == {"100x1024x1024", "1024x1024x1024"}
     assert bf16["tflops"] is None or bf16["tflops"] > 0
+
+
+def test_rounds_interleave_the_trainers_and_report_each_ones_median(monkeypatch):
+    """Three rounds: tuned, dataloader, stack, then again; each figure is that trainer's median round."""
+    order, made = [], iter([3.0, 9.0, 5.0, 1.0, 7.0, 4.0, 2.0, 8.0, 6.0])  # seconds, in the order timed
+    monkeypatch.setattr(bench, "gemm_probe", lambda device, p: {"tflops": 1.0, "shapes_tflops": {"a": 1.0}})
+
+    def fake(name):
+        def trainer(*args, **kw):
+            order.append(name)
+            return bench.Timing(name, name, 1, 5, 2, next(made), 0.1, None)
+        return trainer
+
+    for name in ("tuned", "dataloader", "stacked"):
+        monkeypatch.setattr(bench, name, fake(name))
+    r = bench.benchmark("784-16-10", [1], torch.device("cpu"), steps=5, warmup=2, rounds=3)
+    assert order == ["tuned", "dataloader", "stacked"] * 3
+    by_name = {t["name"]: t for t in r["timings"]}
+    assert by_name["tuned"]["round_seconds"] == [3.0, 1.0, 2.0] and by_name["tuned"]["seconds"] == 2.0
+    assert by_name["dataloader"]["seconds"] == 8.0 and by_name["stacked"]["seconds"] == 5.0
+    assert r["rounds"] == 3 and r["baseline_steps_per_s"] == 5 / 2.0
+    assert cli("bench", "--device", "cpu", "--rounds", "0").returncode == 2
