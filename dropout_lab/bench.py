@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import load
+from .config import ConfigError, load
 from .data import Dataset
 from .results import atomic_write, cpu_model, device_name, env_info
 from .step import PRECISIONS, bf16_kernels
@@ -304,9 +304,9 @@ def published_peak(device: torch.device, precision: str) -> float | None:
 
 def check_precision(precision: str, device: torch.device) -> None:
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision = {precision!r}: allowed {', '.join(PRECISIONS)}")
+        raise ConfigError(f"--precision = {precision!r}: allowed {', '.join(PRECISIONS)}")
     if precision == "tf32" and device.type != "cuda":
-        raise ValueError(f"--precision = tf32: only on CUDA (device {device.type}: allowed fp32, bf16)")
+        raise ConfigError(f"--precision = tf32: only on CUDA (device {device.type}: allowed fp32, bf16)")
 
 
 def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int, warmup: int = 20,

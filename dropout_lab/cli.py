@@ -14,7 +14,6 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from . import data as data_mod
 from . import tables
@@ -37,37 +36,24 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
-def _resolve(cfg_device: str, device: str | None):
-    from .train import resolve_device
-
-    try:
-        return resolve_device(device or cfg_device)
-    except ValueError as e:
-        raise ConfigError(str(e).replace("device =", "--device =" if device else "device =")) from None
-
-
 PRECISION_HELP = "fp32 | bf16 | tf32 (CUDA only); overrides the config (step.py says what each computes)"
 
 
-def _with_precision(set_: list[str], precision: str | None) -> list[str]:
-    return [*set_, f"precision={precision}"] if precision is not None else set_
+def _resolve(cfg_device: str, device: str | None, cfgs=(), precision: str | None = None):
+    """The device, and the runs' precisions checked against it; both refused before any work."""
+    from .step import precision_note, precision_problem
+    from .train import resolve_device
 
-
-def _check_precision(cfgs, dev, flag: bool) -> None:
-    """tf32 exists only on CUDA: refused before any work, naming where it came from."""
-    for c in cfgs:
-        if c.precision == "tf32" and dev.type != "cuda":
-            raise ConfigError(f"{'--precision' if flag else 'precision'} = tf32: only on CUDA "
-                              f"(device {dev.type}: allowed fp32, bf16)")
-
-
-def _precision_note(cfgs, dev) -> None:
-    from .step import bf16_kernels
-
-    if any(c.precision == "bf16" for c in cfgs) and bf16_kernels(dev) == "emulated":
-        err_console.print("note: this CPU has no bf16 instructions (AVX-512 BF16 or AMX): bf16 runs as fp32 GEMMs "
-                          "on bf16-rounded operands, bf16's numbers without its speed (step.py)", style="yellow",
-                          markup=False, highlight=False, soft_wrap=True)
+    try:
+        dev = resolve_device(device or cfg_device)
+    except ValueError as e:
+        raise ConfigError(str(e).replace("device =", "--device =" if device else "device =")) from None
+    problem = precision_problem(cfgs, dev, "--precision" if precision else "precision")
+    if problem:
+        raise ConfigError(problem)
+    if note := precision_note(cfgs, dev):
+        err_console.print(f"note: {note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    return dev
 
 
 def _log(s: str) -> None:
@@ -94,10 +80,10 @@ def run(
     from .sweep import load_sweep
 
     try:
-        sw = load_sweep(config, _with_precision(set_, precision), use_sweep=False, scale=scale)
+        sw = load_sweep(config, [*set_, *([f"precision={precision}"] if precision else [])], use_sweep=False,
+                        scale=scale)
         cfg = sw.base
-        dev = _resolve(cfg.device, device)
-        _check_precision(sw.runs, dev, precision is not None)
+        dev = _resolve(cfg.device, device, sw.runs, precision)
         datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
         fail(str(e), 2)
@@ -105,7 +91,6 @@ def run(
         fail(str(e), 1)
 
     root = out / cfg.name
-    _precision_note(sw.runs, dev)
     err_console.print(f"[bold]{cfg.name}[/bold]: {len(sw.runs)} model(s) on {dev} in {cfg.precision}, "
                       f"{cfg.optim.epochs} epochs, results in {root}/")
     try:
@@ -130,10 +115,7 @@ def run(
     for r in runs:
         out_console.print(f"  {'dropout' if r.summary.get('dropout') else 'control'}: {r.dir}", highlight=False)
     if len(runs) == 2 and all(r.status == "completed" for r in runs):
-        drop, ctrl = (r.summary["final_test_error"] for r in runs)
-        verdict = "beats" if drop < ctrl else "does not beat"
-        out_console.print(f"dropout {verdict} its control: {tables.pct(drop)} vs {tables.pct(ctrl)} final test error "
-                          f"({100 * (drop - ctrl):+.2f} percentage points)")
+        out_console.print(tables.control_line(*(r.summary["final_test_error"] for r in runs)))
     _exit_on_failures(runs)
 
 
@@ -147,11 +129,14 @@ def _exit_on_failures(runs) -> None:
         raise typer.Exit(1)
 
 
+def _warn(line: str) -> None:
+    err_console.print(f"warning: {line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+
+
 def _notes(runs) -> None:
     """survey()'s line per run with a damaged file or an unusable checkpoint: what was found, what is done."""
-    for r in runs:
-        if r.note:
-            err_console.print(f"warning: {r.note}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    for r in (r for r in runs if r.note):
+        _warn(r.note)
 
 
 @app.command()
@@ -191,16 +176,14 @@ def sweep(
             raise ConfigError(f"--gpus-per-stack = {gpus_per_stack:g}: must be >= 0")
         if backend == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError("--backend ray needs Ray: pip install 'dropout-lab[ray]' (or '.[ray]' in a checkout)")
-        sw = load_sweep(config, _with_precision(set_, precision), grid, scale=scale)
-        dev = _resolve(sw.base.device, device)
-        _check_precision(sw.runs, dev, precision is not None)
+        sw = load_sweep(config, [*set_, *([f"precision={precision}"] if precision else [])], grid, scale=scale)
+        dev = _resolve(sw.base.device, device, sw.runs, precision)
         datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
         fail(str(e), 2)
     except data_mod.DataError as e:
         fail(str(e), 1)
 
-    _precision_note(sw.runs, dev)
     root = out / sw.base.name
     if dry_run:
         runs = survey(sw.runs, root, sw.values, force)
@@ -259,12 +242,9 @@ def sweep(
                                   "unfinished runs are checkpointed", style="red")
             finally:
                 if stacks:
-                    append_session(root, {
-                        "started": env["started"], "wall_seconds": round(time.perf_counter() - t0, 2),
-                        "outcome": outcome, "backend": backend, "device": env["device"],
-                        "device_name": env["device_name"], "stacks": len(stacks),
-                        "runs": sum(len(s) for s in stacks), "model_steps": model_steps(stacks, datasets),
-                        "git_commit": env["git_commit"], "command": command})
+                    append_session(root, env, wall_seconds=round(time.perf_counter() - t0, 2), outcome=outcome,
+                                   backend=backend, stacks=len(stacks), runs=sum(len(s) for s in stacks),
+                                   model_steps=model_steps(stacks, datasets), command=command)
     except ConfigError as e:
         fail(str(e), 2)
     except FolderBusy as e:
@@ -288,24 +268,15 @@ def plot(
 
     Files go to <folder>/plots/*.png and .svg.
     """
-    from .plot import plot_folder, stale
-    from .readback import Damaged, check_folder, run_dirs
-    from .sweep_plot import is_sweep
+    from .plot import choose_folders, plot_folder
+    from .readback import Damaged, check_folder
 
-    if results:
-        folders = list(results)
-        for folder in folders:
-            if not folder.is_dir() or not run_dirs(folder):
-                fail(f"results folder '{folder}' has no runs", 2)
-    else:
-        found = sorted(p for p in Path("results").glob("*") if p.is_dir() and run_dirs(p))
-        if not found:
-            fail("no results folders to plot (run `dropout-lab run CONFIG` or `dropout-lab sweep CONFIG` first)", 2)
-        if x is not None:
-            found = [f for f in found if is_sweep(f)]
-        folders = found if (x or y) else [f for f in found if stale(f)]
-        for f in sorted(set(found) - set(folders)):
-            out_console.print(f"{f}: plots up to date", highlight=False)
+    try:
+        folders, current = choose_folders(list(results or []), x, y)
+    except ValueError as e:
+        fail(str(e), 2)
+    for f in current:
+        out_console.print(f"{f}: plots up to date", highlight=False)
     damaged = False
     for folder in folders:
         try:  # nothing is drawn from a damaged file: one line for the folder, the others are still plotted
@@ -341,11 +312,8 @@ def report(
             fail(f"results folder '{r}' not found", 2)
     if out.suffix != ".md" or (out.parent.exists() and not out.parent.is_dir()):
         fail(f"--out = {out}: must be a .md file in a folder (its figures go next to it, in report/)", 2)
-    def warn(line: str) -> None:
-        err_console.print(f"warning: {line}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-
     try:
-        headline = build(roots, out, command_line(), warn)
+        headline = build(roots, out, command_line(), _warn)
     except OSError as e:
         fail(f"--out = {out}: cannot write the report there ({e.strerror})", 1)
     out_console.print(headline or "no Table 2 results yet", highlight=False, markup=False)
@@ -408,10 +376,7 @@ def bench(
 
     try:
         dev = _resolve(device, None)
-        try:
-            check_precision(precision, dev)
-        except ValueError as e:
-            raise ConfigError(str(e)) from None
+        check_precision(precision, dev)
         ks = [int(k) for k in stack.split(",")]
         if rounds < 1:
             raise ConfigError(f"--rounds = {rounds}: must be >= 1")
@@ -452,8 +417,6 @@ def data_fetch(
 @data_app.command("info")
 def data_info() -> None:
     """Describe the cached MNIST: location, shapes, label counts, pixel statistics, checksums."""
-    import numpy as np
-
     path = data_mod.cache_dir() / data_mod.CACHE_FILE
     if not path.is_file():
         fail(f"no MNIST cache at {path}; run `dropout-lab data fetch`", 1)
@@ -461,13 +424,7 @@ def data_info() -> None:
         d = data_mod.load_mnist()
     except data_mod.DataError as e:
         fail(str(e), 1)
-    table = Table(title=f"MNIST ({path}, checksums verified)")
-    for col in ("split", "images", "shape", "pixel mean", "pixel std", "label counts 0-9"):
-        table.add_column(col)
-    for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
-        table.add_row(split, str(len(y)), "x".join(map(str, x.shape)), f"{x.mean():.4f}", f"{x.std():.4f}",
-                      " ".join(map(str, np.bincount(y, minlength=10))))
-    out_console.print(table)
+    out_console.print(tables.mnist_table(path, d))
 
 
 def main() -> None:  # pragma: no cover

@@ -46,6 +46,26 @@ MANY_LINES = 8  # above this many curves a legend entry per curve stops being re
 __all__ = ["METRICS", "plot_curves", "plot_folder", "plot_heatmap", "plot_sweep", "stale"]
 
 
+def choose_folders(results: list[Path], x: str | None, y: str | None) -> tuple[list[Path], list[Path]]:
+    """The folders `plot` draws, and those it leaves as up to date. ValueError: one line for the user.
+
+    Named folders are drawn; with none, every folder under results/ whose inputs changed since it was
+    last drawn (with --x, only sweeps; with --x or --y, all of them)."""
+    for folder in results:
+        if not folder.is_dir() or not run_dirs(folder):
+            raise ValueError(f"results folder '{folder}' has no runs")
+    if results:
+        return results, []
+    found = sorted(p for p in Path("results").glob("*") if p.is_dir() and run_dirs(p))
+    if not found:
+        raise ValueError("no results folders to plot "
+                         "(run `dropout-lab run CONFIG` or `dropout-lab sweep CONFIG` first)")
+    if x is not None:
+        found = [f for f in found if is_sweep(f)]
+    folders = found if (x or y) else [f for f in found if stale(f)]
+    return folders, sorted(set(found) - set(folders))
+
+
 def _label(cfg: dict) -> str:
     d, m = cfg["model"]["dropout"], cfg["model"]
     width = "x".join(str(n) for n in m["hidden"])

@@ -16,7 +16,7 @@ import numpy as np
 
 from . import paper
 from .results import atomic_write, save_figure
-from .verdicts import Result, find, precision_of, mc_results, met_line, pm, stats, targets, verdict, verdict_line
+from .verdicts import Result, find, mc_results, met_line, pm, precision_of, stats, targets, verdict, verdict_line
 
 # ----------------------------------------------------------------------------------------------
 # tables

@@ -311,9 +311,13 @@ def write_index(folder: Path, rows: list[dict], keys: list[str]) -> None:
     atomic_write(folder / "index.csv", buf.getvalue())
 
 
-def append_session(folder: Path, record: dict) -> None:
+def append_session(folder: Path, env: dict, **fields) -> None:
     """One JSON line per sweep invocation that trained something. The sum of their wall times is the time
-    the sweep took, resumptions included; per-run wall times cannot give it, since a stack's runs share it."""
+    the sweep took, resumptions included; per-run wall times cannot give it, since a stack's runs share it.
+    env (env_info) gives the start, the device and the commit; fields the rest."""
+    record = {"started": env["started"], "wall_seconds": fields.pop("wall_seconds"), "outcome": fields.pop("outcome"),
+              "backend": fields.pop("backend"), "device": env["device"], "device_name": env["device_name"],
+              **fields, "git_commit": env["git_commit"]}
     with open(folder / "sessions.jsonl", "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()

@@ -31,6 +31,21 @@ from .model import StackedMLP
 PRECISIONS = ("fp32", "bf16", "tf32")
 
 
+def precision_problem(cfgs, device: torch.device, key: str = "precision") -> str | None:
+    """Why these runs cannot train on this device, or None: tf32 exists only on CUDA."""
+    if device.type != "cuda" and any(c.precision == "tf32" for c in cfgs):
+        return f"{key} = tf32: only on CUDA (device {device.type}: allowed fp32, bf16)"
+    return None
+
+
+def precision_note(cfgs, device: torch.device) -> str | None:
+    """What a user should know before bf16 runs on a CPU without bf16 instructions."""
+    if any(c.precision == "bf16" for c in cfgs) and bf16_kernels(device) == "emulated":
+        return ("this CPU has no bf16 instructions (AVX-512 BF16 or AMX): bf16 runs as fp32 GEMMs on "
+                "bf16-rounded operands, bf16's numbers without its speed (step.py)")
+    return None
+
+
 def bf16_kernels(device: torch.device) -> str:
     """'native' where torch has fast bf16 GEMMs on this device, else 'emulated' (see the module doc)."""
     if device.type == "cuda":

@@ -182,7 +182,8 @@ def expand(raw: dict, grid_args: list[str] = (), scale: str = "full") -> Sweep:
             for m in members:
                 runs.setdefault(m.run_id(), m)
     configs = list(runs.values())
-    values = [{**{k: value_at(c, k) for k in keys}, "seed": c.seed, "precision": c.precision, "dropout": c.has_dropout} for c in configs]
+    values = [{**{k: value_at(c, k) for k in keys}, "seed": c.seed, "precision": c.precision,
+               "dropout": c.has_dropout} for c in configs]
     return Sweep(apply_scale(base, scale), keys, configs, values)
 
 

@@ -166,3 +166,23 @@ def features_table(result: dict) -> Table:
         t.add_row(name.replace("_", " "), f"{100 * m['test_error']:.2f}%", f"{m['mean_activation']:.3f}",
                   f"{100 * m['frac_zero']:.1f}%", f"{100 * m['frac_low_units']:.1f}%")
     return t
+
+
+def control_line(drop: float, ctrl: float) -> str:
+    """`run`'s last line: the dropout net against its control."""
+    verdict = "beats" if drop < ctrl else "does not beat"
+    return (f"dropout {verdict} its control: {pct(drop)} vs {pct(ctrl)} final test error "
+            f"({100 * (drop - ctrl):+.2f} percentage points)")
+
+
+def mnist_table(path, d) -> Table:
+    """`data info`: each split's size, shape, pixel statistics and label counts."""
+    import numpy as np
+
+    table = Table(title=f"MNIST ({path}, checksums verified)")
+    for col in ("split", "images", "shape", "pixel mean", "pixel std", "label counts 0-9"):
+        table.add_column(col)
+    for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
+        table.add_row(split, str(len(y)), "x".join(map(str, x.shape)), f"{x.mean():.4f}", f"{x.std():.4f}",
+                      " ".join(map(str, np.bincount(y, minlength=10))))
+    return table

@@ -239,6 +239,6 @@ def test_same_config_and_seed_give_the_same_numbers(device, precision):
     b = [rows[0] for rows in train_stack([cfg], data, device)]
     strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a]
     assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b]
-    other = [rows[0] for rows in train_stack([tiny_config("model.dropout.p_input=0.1", "seed=1", f"precision={precision}")],
-                                             data, device)]
+    seed1 = tiny_config("model.dropout.p_input=0.1", "seed=1", f"precision={precision}")
+    other = [rows[0] for rows in train_stack([seed1], data, device)]
     assert other[-1]["train_loss"] != a[-1]["train_loss"]
