@@ -13,7 +13,7 @@ Precision (config.Config.precision):
   torch.autocast does). The master weights, the optimiser state, the update, max-norm, the loss and the
   softmax stay in fp32. The bf16 copies of the weights are made once per step, not inside each op.
   Where the CPU has no bf16 instructions (oneDNN's test: AVX-512 BF16 or AMX), torch's bf16 GEMM is a
-  scalar fallback, about 100x slower than fp32 (`dropout-lab bench` probes it). There the same
+  scalar fallback, about 150x slower than fp32 on a 2-core AVX2 CPU (`dropout-lab bench` probes it). There the same
   arithmetic runs as fp32 GEMMs on operands already rounded to bf16. A product of two bf16 numbers is
   exact in fp32, so only the order of the fp32 sums differs: the numbers of bf16, at fp32's speed.
 """
@@ -50,7 +50,10 @@ def bf16_kernels(device: torch.device) -> str:
     """'native' where torch has fast bf16 GEMMs on this device, else 'emulated' (see the module doc)."""
     if device.type == "cuda":
         return "native"
-    return "native" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "emulated"
+    try:  # oneDNN's own test, the one torch uses to route bf16 matmuls to it
+        return "native" if torch.ops.mkldnn._is_mkldnn_bf16_supported() else "emulated"
+    except (AttributeError, RuntimeError):  # a torch without it: the safe assumption
+        return "emulated"
 
 
 class Gemm:

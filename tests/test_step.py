@@ -99,6 +99,14 @@ def test_bf16_step_follows_fp32_to_bf16_accuracy_and_keeps_fp32_masters():
     for a, b in zip(g16, g32):  # a whole-tensor bound: a unit near z = 0 may switch on in one and not the other
         assert (a - b).norm() <= 0.05 * b.norm()
     assert any(not torch.equal(a, b) for a, b in zip(g16, g32))  # bf16 really ran
+    # the other kernels of this machine (torch's bf16 GEMM, however slow here) give the same step
+    for kernels in ("native", "emulated"):
+        other = step.Gemm("bf16", torch.device("cpu"))
+        other.kernels = kernels
+        set_rng(m, start)
+        _, _, g = step.forward_backward(m, x, y, other)
+        for a, b in zip(g, g16):
+            assert (a - b).norm() <= 0.02 * b.norm()
 
 
 def test_tf32_is_refused_off_cuda():
