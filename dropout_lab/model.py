@@ -115,7 +115,7 @@ class StackedMLP(nn.Module):
         h = self.drop_in(x)
         last = len(self.weights) - 1
         for i, (w, b) in enumerate(zip(self.weights, self.biases)):
-            # a shared (B, n) input broadcasts against (K, n, n_out) without K copies of it
+            # a shared (B, n) input broadcasts against (K, n_out, n)^T without K copies of it
             h = torch.baddbmm(b, h, w.mT) if h.dim() == 3 else torch.matmul(h, w.mT) + b
             if i < last:
                 h = self.act(h)

@@ -214,6 +214,11 @@ def _finite(x) -> float | None:
 CHECKPOINT = "checkpoint.pt"
 
 
+# 2: weights as rows (K, n_out, n_in) and 16-bit masks (model.py, layers.py). A checkpoint of another
+# format would load a square layer transposed without a word: such a run restarts instead.
+CHECKPOINT_FORMAT = 2
+
+
 def save_checkpoint(run_dir: Path, state: dict) -> None:
     """Atomic: a kill during the write leaves the previous checkpoint, never half of a new one."""
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{CHECKPOINT}.", suffix=".tmp")
@@ -241,6 +246,8 @@ def load_checkpoint(run_dir: Path, run_id: str | None = None, mmap: bool = False
     except Exception:  # a foreign or damaged file: the run restarts rather than crash the sweep
         return None
     if run_id is not None and state.get("run_id") != run_id:
+        return None
+    if state.get("format") != CHECKPOINT_FORMAT:  # an older trainer's: its weights are laid out otherwise
         return None
     epoch = state.get("epoch", 0)
     if len(read_metrics(run_dir, raw=True, upto=epoch)) < epoch:

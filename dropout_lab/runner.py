@@ -106,8 +106,8 @@ def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = N
         if damage:
             run.note = f"{damage}: that run is retrained {how}"
         elif ckpt is None and (run.dir / CHECKPOINT).is_file():  # a restart the user should not have to guess
-            run.note = (f"{run.dir / CHECKPOINT} cannot be resumed (unreadable, another run's, or its metrics rows "
-                        "are gone): that run is retrained from scratch")
+            run.note = (f"{run.dir / CHECKPOINT} cannot be resumed (unreadable, another run's, an older trainer's, "
+                        "or its metrics rows are gone): that run is retrained from scratch")
     return runs
 
 

@@ -19,6 +19,7 @@ from .config import Config
 from .data import Dataset, split
 from .model import STREAM_ORDER, StackedMLP, derive_seed, generator
 from .optim import Hyper, adam_update_, at_max_norm, learning_rate, max_norm_, momentum, sgd_update_
+from .results import CHECKPOINT_FORMAT
 
 
 def resolve_device(name: str) -> torch.device:
@@ -169,7 +170,7 @@ class StackTrainer:
     def model_state(self, k: int) -> dict:
         cpu = lambda t: t[k].detach().to("cpu", copy=True)  # noqa: E731
         flat = self._optim_tensors()
-        return {"epoch": self.epoch, "step": self.step, "s": self.s,
+        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "step": self.step, "s": self.s,
                 "params": [cpu(p) for p in self.params], "optim": [cpu(t) for t in flat],
                 "rng": [g.get_state() for g in self._generators(k)],
                 "order": None if self.order is None else cpu(self.order),

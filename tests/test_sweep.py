@@ -309,6 +309,24 @@ def test_fail_fast_stops_at_a_divergence_and_checkpoints_the_rest(tmp_path):
     assert r.returncode == 1 and rows["0.1"]["status"] == "completed" and rows["0.1"]["epochs_completed"] == "6"
 
 
+def test_a_checkpoint_of_an_older_trainer_is_not_resumed(tmp_path):
+    """Weights were (K, n_in, n_out) before checkpoint format 2: a square layer would load transposed."""
+    import torch
+
+    path = write_config(tmp_path, {"grid": {"optim.lr": [0.1, 1e6]}}, baseline=False,
+                        optim={**BASE["optim"], "max_norm": None, "lr_decay": 1.0})
+    cli("sweep", path, "--out", tmp_path / "res", "--fail-fast")
+    rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
+    ckpt = tmp_path / "res" / "tiny" / rows["0.1"]["run_id"] / "checkpoint.pt"
+    state = torch.load(ckpt, weights_only=True)
+    assert state.pop("format") == 2 and state["epoch"] > 0
+    torch.save(state, ckpt)  # as the trainer before format 2 wrote it
+    r = cli("sweep", path, "--out", tmp_path / "res")
+    assert "an older trainer's" in r.stderr and "retrained from scratch" in r.stderr
+    rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
+    assert rows["0.1"]["status"] == "completed" and rows["0.1"]["epochs_completed"] == "6"
+
+
 def test_a_failing_stack_does_not_stop_the_sweep_and_fail_fast_does(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
