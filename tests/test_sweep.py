@@ -178,7 +178,9 @@ def test_sweep_writes_index_and_a_rerun_skips_everything(tmp_path):
     assert r.returncode == 0, r.stderr
     folder = tmp_path / "res" / "tiny"
     rows = index(folder)
-    assert list(rows[0]) == ["run_id", "status", "model.dropout.p_hidden", "seed", "dropout", *INDEX_METRICS]
+    assert list(rows[0]) == ["run_id", "status", "model.dropout.p_hidden", "seed", "precision", "dropout",
+                             *INDEX_METRICS]
+    assert {r["precision"] for r in rows} == {"fp32"}
     assert len(rows) == 6 and {x["status"] for x in rows} == {"completed"}
     assert sorted((x["model.dropout.p_hidden"], x["dropout"]) for x in rows) == \
         [("0.0", "False")] * 2 + [("0.2", "True")] * 2 + [("0.5", "True")] * 2
