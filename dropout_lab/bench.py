@@ -115,6 +115,12 @@ def _timed(run: Run, device: torch.device, steps: int, warmup: int) -> tuple[flo
     return _clock() - t, warm
 
 
+def _fp32(device: torch.device) -> None:
+    """The baselines run in true fp32: a tf32 probe or stack before them set a process-wide switch."""
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
 def _prime(device: torch.device) -> None:
     """Create the CUDA context and cuBLAS handle and workspace, which live as long as the process: made
     inside the first trainer's memory window, they would count against it alone."""
@@ -165,6 +171,7 @@ def tuned(sizes: Sequence[int], data: Dataset, device: torch.device, steps: int,
         at = {"perm": torch.randperm(n, device=device), "i": 0}
 
         def run(k: int) -> None:
+            _fp32(device)
             for _ in range(k):
                 if at["i"] + batch > n:  # a new epoch; the last partial batch is dropped, as below
                     at["perm"], at["i"] = torch.randperm(n, device=device), 0
@@ -194,6 +201,7 @@ def dataloader(sizes: Sequence[int], data: Dataset, device: torch.device, steps:
         linears = [m for m in model if isinstance(m, nn.Linear)]
 
         def run(n: int) -> None:
+            _fp32(device)
             done = 0
             while done < n:
                 for x, y in loader:
