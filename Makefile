@@ -11,7 +11,8 @@ TORCH_PIN ?= torch==2.13.0
 # the small default sweep of `make sweep` (any file of configs/sweeps/ works: make sweep SWEEP=...)
 SWEEP  ?= configs/sweeps/p_fixed_n.yaml
 # `make bench`: each net in each precision, one JSON apiece (results/bench/cpu-NET-PRECISION.json); on a
-# GPU: make bench BENCH="--device cuda --stack 1,8,32" BENCH_OUT=cuda BENCH_PRECISIONS="tf32 bf16"
+# GPU: make bench BENCH="--device cuda --stack 1,8,32 --rounds 3" BENCH_OUT=cuda \
+#   BENCH_NETS=784-1024-1024-2048-10 BENCH_PRECISIONS="tf32 bf16"
 BENCH      ?= --device cpu --stack 1,4 --steps 200 --rounds 3
 BENCH_NETS ?= 784-1024-1024-1024-10 784-1024-1024-10 784-256-256-10
 BENCH_PRECISIONS ?= fp32 bf16
