@@ -33,7 +33,7 @@ from torch import nn
 from .config import ConfigError, load
 from .data import Dataset
 from .results import atomic_write, cpu_model, device_name, env_info
-from .step import PRECISIONS, bf16_kernels
+from .step import bf16_kernels, precision_error
 from .train import StackTrainer
 
 # dense peaks (TFLOP/s) that vendors publish, recorded beside the measured ones
@@ -311,10 +311,8 @@ def published_peak(device: torch.device, precision: str) -> float | None:
 
 
 def check_precision(precision: str, device: torch.device) -> None:
-    if precision not in PRECISIONS:
-        raise ConfigError(f"--precision = {precision!r}: allowed {', '.join(PRECISIONS)}")
-    if precision == "tf32" and device.type != "cuda":
-        raise ConfigError(f"--precision = tf32: only on CUDA (device {device.type}: allowed fp32, bf16)")
+    if error := precision_error(precision, device, "--precision"):
+        raise ConfigError(error)
 
 
 def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int, warmup: int = 20,

@@ -31,11 +31,18 @@ from .model import StackedMLP
 PRECISIONS = ("fp32", "bf16", "tf32")
 
 
-def precision_problem(cfgs, device: torch.device, key: str = "precision") -> str | None:
-    """Why these runs cannot train on this device, or None: tf32 exists only on CUDA."""
-    if device.type != "cuda" and any(c.precision == "tf32" for c in cfgs):
+def precision_error(precision: str, device: torch.device, key: str = "precision") -> str | None:
+    """Why this precision cannot run on this device, as one line naming `key`, or None."""
+    if precision not in PRECISIONS:
+        return f"{key} = {precision!r}: allowed {', '.join(PRECISIONS)}"
+    if precision == "tf32" and device.type != "cuda":  # TF32 is a tensor-core format
         return f"{key} = tf32: only on CUDA (device {device.type}: allowed fp32, bf16)"
     return None
+
+
+def precision_problem(cfgs, device: torch.device, key: str = "precision") -> str | None:
+    """Why these runs cannot train on this device, or None."""
+    return next((e for e in (precision_error(c.precision, device, key) for c in cfgs) if e), None)
 
 
 def precision_note(cfgs, device: torch.device) -> str | None:
@@ -66,10 +73,8 @@ class Gemm:
     """
 
     def __init__(self, precision: str, device: torch.device):
-        if precision not in PRECISIONS:
-            raise ValueError(f"precision = {precision!r}: allowed {', '.join(PRECISIONS)}")
-        if precision == "tf32" and device.type != "cuda":
-            raise ValueError(f"precision = tf32: only on CUDA (on {device.type}: fp32 or bf16)")
+        if error := precision_error(precision, device):
+            raise ValueError(error)
         self.precision, self.device = precision, device
         self.kernels = bf16_kernels(device) if precision == "bf16" else precision
         self.low = precision == "bf16"
