@@ -125,7 +125,7 @@ class Dropout(nn.Module):
             return x
         if self.kind == "gaussian":
             z = noise(x.shape, self.generators, x.device, normal=True)
-            return x * (1.0 + torch.sqrt(p / (1.0 - p)) * z)
+            return x * (1.0 + self.sigma.to(x.dtype) * z)
         keep = keep_mask(x.shape, self.p, self.generators, x.device, self.threshold)
         if self.scaling == "inverted":
             return x * keep / (1.0 - p)
