@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-import time
 from pathlib import Path
 
 import typer
@@ -145,6 +144,9 @@ def sweep(
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan (runs, stacks, cost) and train nothing"),
     set_: list[str] = typer.Option([], "--set", help="override a base key before expansion: --set optim.epochs=3"),
     grid: list[str] = typer.Option([], "--grid", help="add an axis: --grid model.dropout.p_hidden=0.3,0.5"),
+    only: list[str] = typer.Option([], "--only", help="train only the runs with KEY=VALUE, e.g. --only seed=0 or "
+                                                      "--only label=\"dropout ReLU 3x1024\"; repeat a key for "
+                                                      "several values; the index still lists every run"),
     out: Path = typer.Option(Path("results"), "--out", help="results root; runs go to OUT/<name>/<run_id>/"),
     backend: str = typer.Option("local", "--backend", help="local (stacks in this process) | ray (a task each)"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local instance)"),
@@ -159,9 +161,9 @@ def sweep(
                                                    "widths /8, updates /500, 10k images; see scale.py)"),
 ) -> None:
     """Train every run of a sweep, packed into stacks; skip finished runs, resume partial ones."""
-    from .results import FolderBusy, append_session, command_line, env_info, folder_lock, write_index
+    from .results import FolderBusy, Session, command_line, env_info, folder_lock, write_index
     from .runner import FailFast, estimate_seconds, execute, load_datasets, model_steps, plan, survey
-    from .sweep import load_sweep, shipped, write_sweep_yaml
+    from .sweep import load_sweep, select, shipped, write_sweep_yaml
 
     if config is None:
         found = [x for folder in (Path("configs/sweeps"), Path("configs/paper")) for x in shipped(folder)]
@@ -177,6 +179,7 @@ def sweep(
         if backend == "ray" and importlib.util.find_spec("ray") is None:
             raise ConfigError("--backend ray needs Ray: pip install 'dropout-lab[ray]' (or '.[ray]' in a checkout)")
         sw = load_sweep(config, [*set_, *([f"precision={precision}"] if precision else [])], grid, scale=scale)
+        keep = select(sw, only)
         dev = _resolve(sw.base.device, device, sw.runs, precision)
         datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
@@ -186,7 +189,7 @@ def sweep(
 
     root = out / sw.base.name
     if dry_run:
-        runs = survey(sw.runs, root, sw.values, force)
+        runs = [r for r, k in zip(survey(sw.runs, root, sw.values, force), keep) if k]
         _notes(runs)
         stacks = plan(runs, dev, max_stack)
         for t in tables.plan_tables(sw, runs, stacks):
@@ -195,8 +198,9 @@ def sweep(
             out_console.print("nothing left to train: every run is done")
         counts = {s: sum(r.status == s for r in runs) for s in ("completed", "partial", "new", "failed", "diverged")}
         seconds = estimate_seconds(stacks, datasets, dev) if stacks else 0.0
+        chosen = f" (of {len(sw.runs)}, by --only)" if only else ""
         out_console.print(
-            f"{len(runs)} runs: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; "
+            f"{len(runs)} runs{chosen}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; "
             f"{model_steps(stacks, datasets):,} model-steps left in {tables.plural(len(stacks), 'stack')}; "
             f"about {tables.duration(seconds)} on {dev} (timed from a few steps of each structure; "
             f"{'Ray runs stacks in parallel' if backend == 'ray' else 'one stack after another'})", highlight=False)
@@ -205,11 +209,13 @@ def sweep(
     command = command_line()
     try:
         with folder_lock(root):
-            runs = survey(sw.runs, root, sw.values, force)
+            every = survey(sw.runs, root, sw.values, force)  # the index lists them all, --only or not
+            runs = [r for r, k in zip(every, keep) if k]
             _notes(runs)
             stacks = plan(runs, dev, max_stack)
             kept = sum(r.skipped and r.status == "diverged" for r in runs)
-            err_console.print(f"[bold]{sw.base.name}[/bold]: {tables.plural(len(runs), 'run')}, "
+            chosen = f" (of {len(every)}, by --only)" if only else ""
+            err_console.print(f"[bold]{sw.base.name}[/bold]: {tables.plural(len(runs), 'run')}{chosen}, "
                               f"{sum(r.status == 'completed' for r in runs)} already done"
                               + (f", {kept} diverged earlier (kept; --force retrains)" if kept else "") + "; "
                               f"{tables.plural(len(stacks), 'stack')} on {dev if backend == 'local' else 'Ray'}; "
@@ -217,13 +223,16 @@ def sweep(
 
             def index():
                 write_index(root, [{"run_id": r.id, "status": r.status, **r.values, **(r.summary or {})}
-                                   for r in runs], sw.keys)
+                                   for r in every], sw.keys)
 
             write_sweep_yaml(root, sw, str(config), command)
             index()
-            if force:  # every run is retrained: the earlier sessions no longer account for these results
+            if force and not only:  # every run is retrained: the earlier sessions no longer account for them
                 (root / "sessions.jsonl").unlink(missing_ok=True)
-            env, t0, outcome = env_info(dev), time.perf_counter(), "error"
+            env, outcome = env_info(dev), "error"
+            session = Session(root, env, backend=backend, stacks=len(stacks), runs=sum(len(s) for s in stacks),
+                              model_steps=model_steps(stacks, datasets), command=command) if stacks else None
+            tick = session.update if session else (lambda: None)
             try:
                 if backend == "ray":
                     from .distributed import execute_ray
@@ -231,7 +240,7 @@ def sweep(
                     execute_ray(runs, stacks, env, err_console, index, address, gpus_per_stack,
                                 keep_checkpoints, fail_fast)
                 else:
-                    execute(runs, stacks, datasets, dev, env, err_console, index, keep_checkpoints, fail_fast)
+                    execute(runs, stacks, datasets, dev, env, err_console, index, keep_checkpoints, fail_fast, tick)
                 outcome = "completed"
             except KeyboardInterrupt:
                 outcome = "interrupted"
@@ -241,10 +250,8 @@ def sweep(
                 err_console.print("--fail-fast: stopped at the first failed or diverged run; "
                                   "unfinished runs are checkpointed", style="red")
             finally:
-                if stacks:
-                    append_session(root, env, wall_seconds=round(time.perf_counter() - t0, 2), outcome=outcome,
-                                   backend=backend, stacks=len(stacks), runs=sum(len(s) for s in stacks),
-                                   model_steps=model_steps(stacks, datasets), command=command)
+                if session:
+                    session.update(outcome)
     except ConfigError as e:
         fail(str(e), 2)
     except FolderBusy as e:

@@ -9,6 +9,7 @@
     checkpoint.pt  model, optimiser and RNG state of an unfinished run (git-ignored, removed on completion)
 <out>/<name>/index.csv, sweep.yaml   one row per run of the last sweep; the sweep as resolved
 <out>/<name>/sessions.jsonl          one line per `sweep` invocation that trained: its wall time, device, outcome
+                                     (kept current while it trains, so a killed sweep still counts)
 <out>/<name>/.lock                   held by the one process writing into the folder
 Errors are fractions in files and percentages on screen. Every file is checked as it is read back
 (readback.py): one that cannot be trusted raises Damaged, naming it, rather than lending a run garbage.
@@ -27,6 +28,7 @@ import shlex
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -318,14 +320,40 @@ def write_index(folder: Path, rows: list[dict], keys: list[str]) -> None:
     atomic_write(folder / "index.csv", buf.getvalue())
 
 
-def append_session(folder: Path, env: dict, **fields) -> None:
-    """One JSON line per sweep invocation that trained something. The sum of their wall times is the time
-    the sweep took, resumptions included; per-run wall times cannot give it, since a stack's runs share it.
-    env (env_info) gives the start, the device and the commit; fields the rest."""
-    record = {"started": env["started"], "wall_seconds": fields.pop("wall_seconds"), "outcome": fields.pop("outcome"),
-              "backend": fields.pop("backend"), "device": env["device"], "device_name": env["device_name"],
-              **fields, "git_commit": env["git_commit"]}
-    with open(folder / "sessions.jsonl", "a") as f:
-        f.write(json.dumps(record) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+class Session:
+    """One `sweep` invocation's line in sessions.jsonl, kept current while it trains.
+
+    The sum of the lines' wall times is the time a sweep took, resumptions included; per-run wall times
+    cannot give it, since a stack's runs share it. The line is written when training starts and rewritten
+    (the whole small file, atomically) at most every `every` seconds and at the end, so a process killed
+    outright (SIGKILL, a machine taken away) still leaves its time to within `every`, marked 'running'.
+    The next invocation, which holds the folder's lock and so knows that process is gone, marks such a
+    line 'stopped'. env (env_info) gives the start, the device and the commit; fields the rest.
+    """
+
+    def __init__(self, folder: Path, env: dict, every: float = 10.0, **fields):
+        self.path = folder / "sessions.jsonl"
+        self.every = every
+        self.earlier = []
+        if self.path.is_file():
+            for line in self.path.read_text(errors="replace").splitlines():
+                with contextlib.suppress(json.JSONDecodeError):  # a line cut by a crash is dropped
+                    rec = json.loads(line)
+                    if isinstance(rec, dict) and rec.get("outcome") == "running":
+                        rec["outcome"] = "stopped"
+                    self.earlier.append(json.dumps(rec))
+        self.record = {"started": env["started"], "wall_seconds": 0.0, "outcome": "running",
+                       "backend": fields.pop("backend"), "device": env["device"], "device_name": env["device_name"],
+                       **fields, "git_commit": env["git_commit"]}
+        self.t0 = time.perf_counter()
+        self.last = -float("inf")
+        self.update()
+
+    def update(self, outcome: str = "running") -> None:
+        """Rewrite this session's line: at most every `every` seconds while running, always at the end."""
+        now = time.perf_counter()
+        if outcome == "running" and now - self.last < self.every:
+            return
+        self.last = now
+        self.record.update(wall_seconds=round(now - self.t0, 2), outcome=outcome)
+        atomic_write(self.path, "".join(line + "\n" for line in [*self.earlier, json.dumps(self.record)]))

@@ -171,24 +171,32 @@ def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None
 
 
 class Stop:
-    """The first Ctrl-C asks the trainer to checkpoint at the next step and stop; a second one is immediate."""
+    """The first Ctrl-C (or SIGTERM, as a shell, a scheduler or a closing session sends) asks the trainer to
+    checkpoint at the next step and stop; a second one is immediate."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
         self.requested = False
-        self._old = None
+        self._old: dict = {}
 
     def __enter__(self) -> Stop:
         if threading.current_thread() is threading.main_thread():
-            self._old = signal.signal(signal.SIGINT, self._handle)
+            self._old = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         return self
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
-        signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old if s == signal.SIGINT else _raise_interrupt)
 
     def __exit__(self, *exc) -> None:
-        if self._old is not None:
-            signal.signal(signal.SIGINT, self._old)
+        for s, old in self._old.items():
+            signal.signal(s, old)
+
+
+def _raise_interrupt(signum, frame) -> None:  # a second SIGTERM: stop now, as a second Ctrl-C does
+    raise KeyboardInterrupt
 
 
 class FailFast(Exception):
@@ -296,8 +304,9 @@ def record(runs: Sequence[Run], summaries: Sequence[dict]) -> None:
 
 def execute(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset],
             device: torch.device, env: dict, console: Console, after_stack: Callable[[], None] = lambda: None,
-            keep_checkpoints: bool = False, fail_fast: bool = False) -> None:
-    """Train `stacks` in order, updating each Run; `after_stack` runs after each (the sweep's index)."""
+            keep_checkpoints: bool = False, fail_fast: bool = False, tick: Callable[[], None] = lambda: None) -> None:
+    """Train `stacks` in order, updating each Run; `after_stack` runs after each (the sweep's index), `tick`
+    after every epoch (the session record)."""
     total_runs = len(runs)
     with progress_display(console) as progress, Stop() as stop:
         done = sum(r.status == "completed" for r in runs)
@@ -319,6 +328,7 @@ def execute(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], datasets: dict
                 more = f" (+{len(live) - 4} more)" if len(live) > 4 else ""
                 progress.update(task, advance=1, note=f"{rate}  test err {errs}{more}")
                 progress.update(overall, advance=len(live))
+                tick()
 
             try:
                 summaries = run_stack(stack, datasets[stack[0].cfg.data.dataset], device, env, stop, on_epoch,

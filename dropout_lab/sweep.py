@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,47 @@ def expand(raw: dict, grid_args: list[str] = (), scale: str = "full") -> Sweep:
     values = [{**{k: value_at(c, k) for k in keys}, "seed": c.seed, "precision": c.precision,
                "dropout": c.has_dropout} for c in configs]
     return Sweep(apply_scale(base, scale), keys, configs, values)
+
+
+def parse_only_arg(text: str) -> tuple[str, Any]:
+    """'--only seed=0' -> ('seed', 0); the value is one YAML value, so a label may hold commas or spaces."""
+    key, sep, value = text.partition("=")
+    key = key.strip()
+    if not sep or not key or not value.strip():
+        raise ConfigError(f"--only '{text}': expected KEY=VALUE, e.g. --only label=\"dropout ReLU 3x1024\" "
+                          "or --only seed=0")
+    try:
+        return key, yaml_load(value)
+    except yaml.YAMLError:
+        raise ConfigError(f"--only {key}: value {value!r} is not valid YAML") from None
+
+
+def select(sw: Sweep, only_args: Sequence[str]) -> list[bool]:
+    """Which runs of the sweep `--only KEY=VALUE` filters keep: a run is kept when, for every key named,
+    its value is one of those given for that key (repeat a key for several values). No filter keeps all.
+
+    A filter that keeps nothing is an error naming the values the key takes, so a typo never trains nothing.
+    """
+    wanted: dict[str, list] = {}
+    for text in only_args:
+        key, value = parse_only_arg(text)
+        try:
+            check_key(key, f"--only {key}")
+        except ConfigError as e:  # a key no sweep may vary (name, scale, ...) is still a key to filter on
+            if "unknown key" in str(e) or "is a section" in str(e) or "is a value" in str(e):
+                raise
+        wanted.setdefault(key, []).append(value)
+    keep = [all(value_at(c, k) in vals for k, vals in wanted.items()) for c in sw.runs]
+    for key, vals in wanted.items():
+        if not any(value_at(c, key) in vals for c in sw.runs):
+            taken = sorted({repr(value_at(c, key)) for c in sw.runs})
+            shown = ", ".join(taken[:12]) + (f", ... ({len(taken)} values)" if len(taken) > 12 else "")
+            raise ConfigError(f"--only {key}={', '.join(map(repr, vals))}: matches none of the "
+                              f"{len(sw.runs)} runs; {key} takes {shown}")
+    if not any(keep):
+        raise ConfigError(f"--only {' '.join(only_args)}: no run matches every filter at once "
+                          f"(each matches some of the {len(sw.runs)} runs; a run must match them all)")
+    return keep
 
 
 def load_sweep(path: str | Path, overrides: list[str] = (), grid_args: list[str] = (),
