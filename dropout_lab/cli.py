@@ -35,6 +35,8 @@ def fail(message: str, code: int) -> None:
     raise typer.Exit(code)
 
 
+SCALE_HELP = ("full (as written) | quick (minutes: widths /8, 2,000 updates, 10k images) | medium (hours: "
+              "widths /4, at most 30,000 updates); every run shrunk and labelled, see scale.py")
 PRECISION_HELP = "fp32 | bf16 | tf32 (CUDA only); overrides the config (step.py says what each computes)"
 
 
@@ -67,15 +69,15 @@ def run(
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
-    scale: str = typer.Option("full", "--scale", help="full (as written) | quick (every run shrunk and labelled: "
-                                                   "widths /8, updates /500, 10k images; see scale.py)"),
+    scale: str = typer.Option("full", "--scale", help=SCALE_HELP),
 ) -> None:
     """Train the config's dropout model and (with baseline: true) its no-dropout control, as one stack.
 
     A config's sweep: section is ignored here; `dropout-lab sweep CONFIG` runs it.
     """
+    from .local import execute
     from .results import FolderBusy, env_info, folder_lock
-    from .runner import execute, load_datasets, plan, survey
+    from .runner import load_datasets, plan, survey
     from .sweep import load_sweep
 
     try:
@@ -152,17 +154,19 @@ def sweep(
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local instance)"),
     gpus_per_stack: float = typer.Option(0.0, "--gpus-per-stack", help="GPUs a Ray task reserves; 0.25 shares 4/GPU"),
     max_stack: int | None = typer.Option(None, "--max-stack", help="at most K models per stack (default: memory)"),
+    workers: int = typer.Option(1, "--workers", help="local backend: train this many stacks at a time, a CPU core "
+                                                     "each (a 2-core CPU: 2)"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="stop at the first failed or diverged run"),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep checkpoint.pt of completed runs"),
-    scale: str = typer.Option("full", "--scale", help="full (as written) | quick (every run shrunk and labelled: "
-                                                   "widths /8, updates /500, 10k images; see scale.py)"),
+    scale: str = typer.Option("full", "--scale", help=SCALE_HELP),
 ) -> None:
     """Train every run of a sweep, packed into stacks; skip finished runs, resume partial ones."""
+    from .local import execute
     from .results import FolderBusy, Session, command_line, env_info, folder_lock, write_index
-    from .runner import FailFast, estimate_seconds, execute, load_datasets, model_steps, plan, survey
+    from .runner import FailFast, estimate_seconds, load_datasets, model_steps, plan, survey
     from .sweep import load_sweep, select, shipped, write_sweep_yaml
 
     if config is None:
@@ -174,6 +178,11 @@ def sweep(
             raise ConfigError(f"--backend = {backend!r}: allowed: local, ray")
         if max_stack is not None and max_stack < 1:
             raise ConfigError(f"--max-stack = {max_stack}: must be >= 1")
+        if workers < 1:
+            raise ConfigError(f"--workers = {workers}: must be >= 1")
+        if workers > 1 and backend != "local":
+            raise ConfigError(f"--workers = {workers}: side-by-side stacks are for the local backend (Ray places "
+                              "its own tasks: --max-stack sets how many)")
         if gpus_per_stack < 0:
             raise ConfigError(f"--gpus-per-stack = {gpus_per_stack:g}: must be >= 0")
         if backend == "ray" and importlib.util.find_spec("ray") is None:
@@ -181,6 +190,9 @@ def sweep(
         sw = load_sweep(config, [*set_, *([f"precision={precision}"] if precision else [])], grid, scale=scale)
         keep = select(sw, only)
         dev = _resolve(sw.base.device, device, sw.runs, precision)
+        if workers > 1 and dev.type != "cpu":
+            raise ConfigError(f"--workers = {workers}: side-by-side stacks are for a CPU, a core each; on {dev} "
+                              "one stack at a time fills the device")
         datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
         fail(str(e), 2)
@@ -191,7 +203,7 @@ def sweep(
     if dry_run:
         runs = [r for r, k in zip(survey(sw.runs, root, sw.values, force), keep) if k]
         _notes(runs)
-        stacks = plan(runs, dev, max_stack)
+        stacks = plan(runs, dev, max_stack, workers)
         for t in tables.plan_tables(sw, runs, stacks):
             out_console.print(t)
         if not stacks:
@@ -212,7 +224,7 @@ def sweep(
             every = survey(sw.runs, root, sw.values, force)  # the index lists them all, --only or not
             runs = [r for r, k in zip(every, keep) if k]
             _notes(runs)
-            stacks = plan(runs, dev, max_stack)
+            stacks = plan(runs, dev, max_stack, workers)
             kept = sum(r.skipped and r.status == "diverged" for r in runs)
             chosen = f" (of {len(every)}, by --only)" if only else ""
             err_console.print(f"[bold]{sw.base.name}[/bold]: {tables.plural(len(runs), 'run')}{chosen}, "
@@ -229,8 +241,9 @@ def sweep(
             index()
             if force and not only:  # every run is retrained: the earlier sessions no longer account for them
                 (root / "sessions.jsonl").unlink(missing_ok=True)
-            env, outcome = env_info(dev), "error"
-            session = Session(root, env, backend=backend, stacks=len(stacks), runs=sum(len(s) for s in stacks),
+            env, outcome = env_info(dev, workers), "error"
+            session = Session(root, env, every=min(10.0, *(r.cfg.checkpoint_seconds for s in stacks for r in s)),
+                              backend=backend, stacks=len(stacks), runs=sum(len(s) for s in stacks),
                               model_steps=model_steps(stacks, datasets), command=command) if stacks else None
             tick = session.update if session else (lambda: None)
             try:
@@ -240,7 +253,8 @@ def sweep(
                     execute_ray(runs, stacks, env, err_console, index, address, gpus_per_stack,
                                 keep_checkpoints, fail_fast)
                 else:
-                    execute(runs, stacks, datasets, dev, env, err_console, index, keep_checkpoints, fail_fast, tick)
+                    execute(runs, stacks, datasets, dev, env, err_console, index, keep_checkpoints, fail_fast, tick,
+                            workers)
                 outcome = "completed"
             except KeyboardInterrupt:
                 outcome = "interrupted"

@@ -177,8 +177,9 @@ class Config(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     optim: OptimConfig = Field(default_factory=OptimConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
-    # full: as configured; quick: every run shrunk by the stated factors of scale.py (labelled, never mixed)
-    scale: Literal["full", "quick"] = "full"
+    # full: as configured; quick | medium: every run shrunk by the stated factors of scale.py (labelled,
+    # never mixed with another scale)
+    scale: Literal["full", "quick", "medium"] = "full"
     label: str = ""  # the run's row in a paper table (report.py); a name, not part of what is trained
     # a running stack saves model, optimiser and RNG state at most this often (seconds of wall time),
     # so a killed run loses at most this much work; 0 = after every step (tests)

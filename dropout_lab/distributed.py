@@ -16,8 +16,9 @@ from rich.console import Console
 
 from . import data as data_mod
 from .config import ConfigError, validate
+from .local import progress_display, record, remaining_epochs
 from .results import env_info
-from .runner import FailFast, Run, progress_display, record, remaining_epochs, run_stack
+from .runner import FailFast, Run, run_stack
 
 _datasets: dict[str, data_mod.Dataset] = {}  # per worker process: loaded once, reused by later tasks
 

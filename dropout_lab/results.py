@@ -96,9 +96,11 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_name(device: torch.device) -> str:
+def device_name(device: torch.device, workers: int = 1) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    if workers > 1:  # local.py: that many stacks side by side, one torch thread each
+        return f"cpu ({cpu_model()}, {os.cpu_count()} cores, {workers} stacks at a time on 1 torch thread each)"
     return f"cpu ({cpu_model()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads)"
 
 
@@ -117,7 +119,7 @@ def command_line() -> str:
     return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
 
 
-def env_info(device: torch.device) -> dict:
+def env_info(device: torch.device, workers: int = 1) -> dict:
     import numpy
 
     return {
@@ -126,7 +128,7 @@ def env_info(device: torch.device) -> dict:
         "torch": torch.__version__,
         "numpy": numpy.__version__,
         "device": str(device),
-        "device_name": device_name(device),
+        "device_name": device_name(device, workers),
         "cuda": torch.version.cuda,
         "git_commit": git_commit(),
         "command": command_line(),

@@ -1,7 +1,7 @@
 """Run a list of run configs: survey what is done, pack the rest into stacks, train, never lose work.
 
-Used by `dropout-lab run` (a dropout model and its control) and by sweeps, with the local backend
-here and the Ray backend in distributed.py; both train a stack through `run_stack`. A run's folder
+Used by `dropout-lab run` (a dropout model and its control) and by sweeps, with the local backend in
+local.py and the Ray backend in distributed.py; both train a stack through `run_stack`. A run's folder
 is written as it trains, its checkpoint is replaced atomically, and `summary.json` comes last, so an
 interrupted run is visibly partial and resumes where its checkpoint left it.
 """
@@ -19,13 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import data as data_mod
 from .config import Config, ConfigError
 from .evaluate import mc_evaluate
-from .readback import Damaged, check_run, read_env, read_summary
+from .readback import Damaged, check_run, read_env
 from .results import CHECKPOINT, RunWriter, atomic_write, load_checkpoint, remove_checkpoint, save_checkpoint
 from .train import StackTrainer, pack, steps_per_epoch, structure_key, train_stack
 
@@ -143,16 +141,21 @@ def free_bytes(device: torch.device) -> int:
         return 4 << 30
 
 
-def stack_cap(cfg: Config, device: torch.device, max_stack: int | None = None) -> int:
+def stack_cap(cfg: Config, device: torch.device, max_stack: int | None = None, workers: int = 1) -> int:
     if max_stack:
         return max_stack
-    free = free_bytes(device)
-    usable = max(free - (1 << 30), free // 2)  # keep room for the data pool, evaluation, allocator slack
+    free = free_bytes(device) // workers  # stacks training side by side share the memory
+    usable = max(free - (1 << 30) // workers, free // 2)  # room for the data pool, evaluation, allocator slack
     return max(1, int(0.6 * usable // model_bytes(cfg)))
 
 
-def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None) -> list[list[Run]]:
-    """Unfinished runs packed into stacks: one structure and one resume point per stack, at most the cap."""
+def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None,
+         workers: int = 1) -> list[list[Run]]:
+    """Unfinished runs packed into stacks: one structure and one resume point per stack, at most the cap.
+
+    workers > 1: the largest stacks are halved until there are at least `workers` of them (a model's
+    numbers do not depend on its stack), and the costliest go first, so the workers finish together.
+    """
     todo = [r for r in runs if not r.skipped]
     stacks = []
     by_progress: dict[tuple, list[Run]] = {}
@@ -160,10 +163,25 @@ def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None
         by_progress.setdefault(r.progress, []).append(r)
     for group in by_progress.values():
         for members in pack([r.cfg for r in group]):
-            cap = stack_cap(group[members[0]].cfg, device, max_stack)
+            cap = stack_cap(group[members[0]].cfg, device, max_stack, workers)
             for i in range(0, len(members), cap):
                 stacks.append([group[j] for j in members[i:i + cap]])
-    return stacks
+    if workers <= 1:
+        return stacks
+    while len(stacks) < workers and any(len(s) > 1 for s in stacks):
+        big = max((s for s in stacks if len(s) > 1), key=stack_cost)
+        i = stacks.index(big)
+        stacks[i:i + 1] = [big[:len(big) // 2], big[len(big) // 2:]]
+    return sorted(stacks, key=stack_cost, reverse=True)
+
+
+def stack_cost(stack: Sequence[Run]) -> float:
+    """A stack's work left, in parameter-updates: enough to order stacks for the workers."""
+    c = stack[0].cfg
+    sizes = [784, *c.widths(), 10]
+    params = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    n = c.data.train_size or data_mod.TRAIN_POOL[c.data.dataset] - c.data.validation_size
+    return len(stack) * params * (c.optim.epochs - stack[0].progress[0]) * steps_per_epoch(n, c.optim.batch_size)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -275,82 +293,6 @@ def run_stack(runs: Sequence[Run], data: data_mod.Dataset, device: torch.device,
         if not keep_checkpoints:
             remove_checkpoint(runs[i].dir)
     return [summaries[i] for i in range(len(runs))]
-
-
-# ----------------------------------------------------------------------------------------------
-# the local backend: stacks one after another in this process, one progress display for them all
-
-
-def _short(run: Run) -> str:
-    d = run.cfg.model.dropout
-    return f"drop {d.p_input:g}/{d.p_hidden:g}" if run.cfg.has_dropout else "none"
-
-
-def progress_display(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[note]}"), console=console, transient=False)
-
-
-def remaining_epochs(runs: Sequence[Run]) -> int:
-    return sum(r.cfg.optim.epochs - r.progress[0] for r in runs)
-
-
-def record(runs: Sequence[Run], summaries: Sequence[dict]) -> None:
-    for r, s in zip(runs, summaries):
-        r.summary, r.status = s, s["status"]
-        r.progress = (0, 0) if s["status"] == "completed" else r.progress
-
-
-def execute(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset],
-            device: torch.device, env: dict, console: Console, after_stack: Callable[[], None] = lambda: None,
-            keep_checkpoints: bool = False, fail_fast: bool = False, tick: Callable[[], None] = lambda: None) -> None:
-    """Train `stacks` in order, updating each Run; `after_stack` runs after each (the sweep's index), `tick`
-    after every epoch (the session record)."""
-    total_runs = len(runs)
-    with progress_display(console) as progress, Stop() as stop:
-        done = sum(r.status == "completed" for r in runs)
-        overall = progress.add_task(f"sweep: {done}/{total_runs} runs done", unit="model-epochs", note="",
-                                    total=remaining_epochs([r for s in stacks for r in s]))
-        for n, stack in enumerate(stacks):
-            label = f"stack {n + 1}/{len(stacks)}, K={len(stack)}"
-            epochs = stack[0].cfg.optim.epochs
-            task = progress.add_task(label, total=epochs, completed=stack[0].progress[0], unit="epochs", note="")
-            t0 = time.perf_counter()
-
-            def on_epoch(rows, stack=stack, task=task, t0=t0):
-                live = [(r, row) for r, row in zip(stack, rows) if row is not None]
-                if not live:
-                    return
-                steps = live[0][1]["step"] - stack[0].progress[1]
-                rate = f"{steps * len(live) / max(time.perf_counter() - t0, 1e-9):,.0f} model-steps/s"
-                errs = " | ".join(f"{_short(r)}: {row['test_error'] * 100:.2f}%" for r, row in live[:4])
-                more = f" (+{len(live) - 4} more)" if len(live) > 4 else ""
-                progress.update(task, advance=1, note=f"{rate}  test err {errs}{more}")
-                progress.update(overall, advance=len(live))
-                tick()
-
-            try:
-                summaries = run_stack(stack, datasets[stack[0].cfg.data.dataset], device, env, stop, on_epoch,
-                                      keep_checkpoints, fail_fast)
-            except (KeyboardInterrupt, FailFast):
-                for r in stack:  # a member that diverged before the stop has its summary; the rest are partial
-                    r.summary = read_summary(r.dir)
-                    r.status = r.summary["status"] if r.summary else "partial"
-                after_stack()
-                raise
-            record(stack, summaries)
-            for r in stack:
-                if r.status == "failed":
-                    console.print(f"[red]{r.id} failed: {r.summary.get('error')}[/red]")
-                    console.print(f"[dim]{r.summary.get('traceback', '')}[/dim]")
-                    break
-            progress.update(task, completed=epochs, visible=False)
-            done = sum(r.status == "completed" for r in runs)
-            progress.update(overall, description=f"sweep: {done}/{total_runs} runs done")
-            after_stack()
-            if fail_fast and any(r.status in ("failed", "diverged") for r in stack):
-                raise FailFast
 
 
 def _steps_per_epoch(c: Config, data: data_mod.Dataset) -> int:

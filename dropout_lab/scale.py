@@ -1,17 +1,24 @@
-"""Run scales. `full` trains a config as written; `quick` shrinks every run by the factors below, so a
-2-core CPU shows a paper config's trends in minutes. Quick runs say so in their config (scale: quick),
-their results folder (<name>-quick) and every report row, and are never mixed with full ones.
+"""Run scales. `full` trains a config as written; `quick` and `medium` shrink every run by the factors
+below, stated once here. A shrunk run says so in its config (scale: quick | medium), its results folder
+(<name>-quick, <name>-medium) and every report row, and is never mixed with runs of another scale.
 
-Quick, stated once:
-- hidden widths / 8 (at least 8 units), so a 2x8192 net becomes 2x1024. Under `init: normal` the layers
-  after the first get init_std x sqrt(8), so a hidden layer keeps its signal gain init_std * sqrt(fan-in)
-  (with N(0, 0.01^2) a deep net of 128-unit layers starts with a signal too small to learn from in a
-  short run: measured, it stayed at chance); the first layer's fan-in (784) is not reduced, so it keeps
-  its std. Under `init: fan_in` or `fan_out` the std follows the widths by itself;
-- weight updates / 500, but never fewer than min(the full count, 1000): the paper's 1,000,000
-  become 2,000;
-- training on 10,000 images of the pool unless the config sets data.train_size itself (Figure 10's
-  subsets are kept), and at most 2,000 held out for validation;
+- quick: a paper config's trends in minutes on a 2-core CPU. The nets are undertrained (2,000 updates),
+  so most of the paper's claims do not show at this scale.
+- medium: every claim of the paper on a 2-core CPU in hours; the factors were chosen by measurement
+  (README, "Medium scale").
+
+The factors:
+- hidden widths / `width` (at least 8 units), so at quick a 2x8192 net becomes 2x1024. Under
+  `init: normal` the layers after the first get init_std x sqrt(width), so a hidden layer keeps its
+  signal gain init_std * sqrt(fan-in) (with N(0, 0.01^2) a deep net of 128-unit layers starts with a
+  signal too small to learn from in a short run: measured, it stayed at chance); the first layer's
+  fan-in (784) is not reduced, so it keeps its std. Under `init: fan_in` or `fan_out` the std follows
+  the widths by itself. A width rule (Figure 9b's n = pn / p) applies to the shrunk pn, so p*n stays
+  fixed across a sweep, as the figure needs;
+- weight updates: quick divides them by 500 but keeps at least min(the full count, 1,000), so the
+  paper's 1,000,000 become 2,000; medium keeps at most 30,000 and shorter runs as they are;
+- training images: quick trains on 10,000 of the pool (at most 2,000 held out) unless the config sets
+  data.train_size itself; medium keeps the config's data. Figure 10's subsets are kept at every scale;
 - schedules are compressed with the run: the stretch before L1 switches on (l1_after) and a linear
   momentum ramp cover the same fraction of the updates, an exponential decay reaches the same final
   learning rate, and the inverse-t half-life becomes at most a tenth of the run (the paper's 10,000 of
@@ -23,62 +30,91 @@ Quick, stated once:
   was still ~10 times above the full run's at that point. Measured on Table 2's 3x1024 max-norm row
   at the quick scale (seed 0): 11.1% test error and 25.6% train error with the time constant at a
   tenth of the run, 5.6% and 10.3% with it in step with the lr (the whole run);
-- test passes as often relative to training (eval.every), Monte-Carlo repeats at most 3.
+- test passes as often relative to training (eval.every); Monte-Carlo repeats at most `mc_repeats`.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 from .config import Config
 from .data import TRAIN_POOL
 from .train import steps_per_epoch
 
-SCALES = ("full", "quick")
-QUICK_WIDTH = 8  # hidden widths are divided by this
-QUICK_STEPS = 500  # weight updates are divided by this ...
-QUICK_MIN_STEPS = 1000  # ... but a run keeps at least min(its full count, this many)
-QUICK_TRAIN = 10_000  # images trained on, where the config does not choose a subset
-QUICK_VALIDATION = 2_000  # at most this many held out
-QUICK_MC_REPEATS = 3
+
+@dataclass(frozen=True)
+class Scale:
+    width: int  # hidden widths are divided by this
+    step_divisor: float  # weight updates are divided by this ...
+    min_steps: int  # ... but a run keeps at least min(its full count, this many)
+    max_steps: int | None  # and at most this many (None: no cap)
+    train: int | None  # images trained on where the config does not choose a subset; None: as configured
+    validation: int | None  # at most this many held out; None: as configured
+    mc_repeats: int  # at most this many Monte-Carlo repeats of each k
 
 
-def quick(cfg: Config) -> Config:
-    """The quick version of one run config."""
-    if cfg.scale == "quick":
+SCALE_SPECS = {
+    "quick": Scale(width=8, step_divisor=500, min_steps=1000, max_steps=None, train=10_000, validation=2_000,
+                   mc_repeats=3),
+    "medium": Scale(width=4, step_divisor=math.inf, min_steps=30_000, max_steps=30_000, train=None,
+                    validation=None, mc_repeats=10),
+}
+SCALES = ("full", *SCALE_SPECS)
+
+
+def scaled_steps(full: int, spec: Scale) -> int:
+    """The updates a run of `full` updates makes at this scale."""
+    steps = max(min(full, spec.min_steps), math.ceil(full / spec.step_divisor))
+    return min(steps, spec.max_steps) if spec.max_steps else steps
+
+
+def shrink(cfg: Config, scale: str) -> Config:
+    """The run config at `scale` (one of SCALE_SPECS) of one full run config."""
+    if cfg.scale == scale:
         return cfg
+    spec = SCALE_SPECS[scale]
     c = cfg.model_copy(deep=True)
-    c.scale = "quick"
-    c.model.hidden = [max(8, round(n / QUICK_WIDTH)) for n in cfg.model.hidden]
+    c.scale = scale
+    c.model.hidden = [max(8, round(n / spec.width)) for n in cfg.model.hidden]
     if cfg.model.init == "normal" and cfg.model.init_std is not None:
         c.model.init_std_first = cfg.model.init_std_first or cfg.model.init_std
-        c.model.init_std = cfg.model.init_std * math.sqrt(QUICK_WIDTH)
+        c.model.init_std = cfg.model.init_std * math.sqrt(spec.width)
     pool = TRAIN_POOL[cfg.data.dataset]
-    c.data.validation_size = min(cfg.data.validation_size, QUICK_VALIDATION)
-    if cfg.data.train_size is None:
-        c.data.train_size = min(QUICK_TRAIN, pool - c.data.validation_size)
+    if spec.validation is not None:
+        c.data.validation_size = min(cfg.data.validation_size, spec.validation)
+    if cfg.data.train_size is None and spec.train is not None:
+        c.data.train_size = min(spec.train, pool - c.data.validation_size)
     n_full = cfg.data.train_size or pool - cfg.data.validation_size
+    n_scaled = c.data.train_size or pool - c.data.validation_size
     per_full = steps_per_epoch(n_full, cfg.optim.batch_size)
-    per_quick = steps_per_epoch(c.data.train_size, cfg.optim.batch_size)
+    per_scaled = steps_per_epoch(n_scaled, cfg.optim.batch_size)
     steps_full = cfg.optim.epochs * per_full
-    steps_quick = max(min(steps_full, QUICK_MIN_STEPS), math.ceil(steps_full / QUICK_STEPS))
-    c.optim.epochs = max(1, round(steps_quick / per_quick))
-    f = c.optim.epochs * per_quick / steps_full  # the factor actually applied to the updates
-    c.optim.lr_half_life = max(1.0, min(cfg.optim.lr_half_life, c.optim.epochs * per_quick / 10))
+    c.optim.epochs = max(1, round(scaled_steps(steps_full, spec) / per_scaled))
+    f = c.optim.epochs * per_scaled / steps_full  # the factor actually applied to the updates
+    c.optim.lr_half_life = max(1.0, min(cfg.optim.lr_half_life, c.optim.epochs * per_scaled / 10))
     g = f  # the factor applied to the momentum's ramp or time constant
     if cfg.optim.lr_schedule == "inverse_t":  # keep the momentum in step with the lr (see the top)
         g = max(f, c.optim.lr_half_life / cfg.optim.lr_half_life)
-    c.optim.momentum_ramp_epochs = cfg.optim.momentum_ramp_epochs * per_full * g / per_quick
+    c.optim.momentum_ramp_epochs = cfg.optim.momentum_ramp_epochs * per_full * g / per_scaled
     c.optim.l1_after = round(cfg.optim.l1_after * f)
     c.optim.lr_decay = cfg.optim.lr_decay ** (cfg.optim.epochs / c.optim.epochs)
     c.eval.every = max(1, round(cfg.eval.every * c.optim.epochs / cfg.optim.epochs))
-    c.eval.mc_repeats = min(cfg.eval.mc_repeats, QUICK_MC_REPEATS)
+    c.eval.mc_repeats = min(cfg.eval.mc_repeats, spec.mc_repeats)
     return c
+
+
+def quick(cfg: Config) -> Config:
+    return shrink(cfg, "quick")
+
+
+def medium(cfg: Config) -> Config:
+    return shrink(cfg, "medium")
 
 
 def apply(cfg: Config, scale: str) -> Config:
     """scale is one of SCALES (sweep.expand checks it once, with the error a user sees)."""
-    return quick(cfg) if scale == "quick" else cfg
+    return cfg if scale == "full" else shrink(cfg, scale)
 
 
 def updates(cfg: Config, pool: int | None = None) -> int:

@@ -40,7 +40,7 @@ def check_key(key: str, where: str) -> None:
     model: type[BaseModel] = Config
     parts = key.split(".")
     if parts[0] == "scale":  # a whole sweep runs at one scale, so its rows are never mixed
-        raise ConfigError(f"{where}: 'scale' cannot be swept; run the sweep again with --scale quick")
+        raise ConfigError(f"{where}: 'scale' cannot be swept; run the sweep again with --scale quick or medium")
     if parts[0] in UNSWEEPABLE:
         raise ConfigError(f"{where}: '{key}' cannot be swept (it does not change what is trained); "
                           f"seeds go in sweep.seeds")
@@ -138,13 +138,13 @@ def value_at(cfg: Config, key: str) -> Any:
 def expand(raw: dict, grid_args: list[str] = (), scale: str = "full") -> Sweep:
     """raw: the config mapping with --set overrides applied. Returns every run of the sweep, validated.
 
-    scale 'quick' shrinks every point (scale.py) and sends the sweep to the folder <name>-quick.
+    scale 'quick' or 'medium' shrinks every point (scale.py) and sends the sweep to the folder <name>-<scale>.
     """
     raw = copy.deepcopy(raw)
     if scale not in SCALES:
         raise ConfigError(f"--scale {scale}: allowed {', '.join(SCALES)}")
-    if scale == "quick":
-        raw["name"] = f"{raw.get('name', Config().name)}-quick"
+    if scale != "full":
+        raw["name"] = f"{raw.get('name', Config().name)}-{scale}"
     base = validate(raw)
     spec = base.sweep or SweepConfig()
     for text in grid_args:

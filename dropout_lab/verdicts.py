@@ -39,7 +39,7 @@ class Result:
             if r.get("status") == "completed" and r.get("final_test_error") is not None:
                 self.rows.append(r)
         self.scale = (self.meta.get("base") or {}).get("scale", "full")
-        self.key = self.meta.get("name", folder.name).removesuffix("-quick")
+        self.key = self.meta.get("name", folder.name).removesuffix(f"-{self.scale}")
         envs = []
         for p in sorted(folder.glob("*/env.json")):
             try:

@@ -68,6 +68,26 @@ def test_quick_scale_follows_its_stated_factors():
     assert q.run_id() != full.run_id()
 
 
+def test_medium_scale_follows_its_stated_factors():
+    full = load(PAPER / "table2.yaml", ["model.hidden=[8192,8192]"])
+    m = scale.medium(full)
+    assert m.scale == "medium" and m.model.hidden == [2048, 2048]
+    assert scale.updates(full) == 1_000_200 and scale.updates(m) == 30_000  # at most 30,000 updates
+    assert m.data == full.data  # all 60,000 images, as the config has it
+    assert m.optim.lr_half_life == 3_000  # a tenth of the run
+    assert m.optim.momentum_ramp_epochs * 600 == pytest.approx(100_000 * 3_000 / 10_000, rel=1e-4)
+    assert m.eval.mc_repeats == full.eval.mc_repeats == 10
+    # runs shorter than 30,000 updates keep their length, and Figure 10's subsets are kept
+    fig10 = {(c.data.train_size, scale.updates(c)) for c in load_sweep(PAPER / "fig10.yaml", scale="medium").runs}
+    assert fig10 == {(100, 2_000), (500, 10_000), (1_000, 10_000), (5_000, 20_000), (10_000, 30_000),
+                     (50_000, 30_000)}
+    # Figure 9b: p * n stays fixed across the sweep (the width rule applies to the shrunk pn)
+    sw = load_sweep(PAPER / "fig9b.yaml", scale="medium")
+    assert sw.base.name == "fig9b-medium" and {c.scale for c in sw.runs} == {"medium"}
+    pn = {tuple(round(w * (1 - c.model.dropout.p_hidden)) for w in c.widths()) for c in sw.runs}
+    assert pn == {(64, 64, 128)}
+
+
 def test_quick_sweep_is_labelled_and_has_its_own_folder():
     sw = load_sweep(PAPER / "fig9b.yaml", scale="quick")
     assert sw.base.name == "fig9b-quick"
@@ -80,7 +100,7 @@ def test_dry_run_and_bad_scale_on_the_cli():
     assert r.returncode == 0, r.stderr
     assert "6 runs" in r.stdout and "12,000 model-steps" in r.stdout
     r = cli("sweep", PAPER / "fig11.yaml", "--dry-run", "--scale", "huge")
-    assert r.returncode == 2 and r.stderr.strip() == "error: --scale huge: allowed full, quick"
+    assert r.returncode == 2 and r.stderr.strip() == "error: --scale huge: allowed full, quick, medium"
 
 
 # ----- the report, on results folders written here with known numbers
@@ -309,7 +329,7 @@ def test_report_bad_out_and_unsweepable_scale_are_one_line_errors(tmp_path):
     r = cli("sweep", PAPER / "fig11.yaml", "--dry-run", "--grid", "scale=full,quick")
     assert r.returncode == 2
     assert r.stderr.strip() == ("error: sweep.grid.scale: 'scale' cannot be swept; "
-                                "run the sweep again with --scale quick")
+                                "run the sweep again with --scale quick or medium")
 
 
 RECIPE_KEYS = ("init", "init_std", "init_std_first", "dropout", "lr", "lr_schedule", "lr_half_life", "momentum_start",

@@ -13,7 +13,7 @@ from dropout_lab.config import ConfigError
 from dropout_lab.readback import read_metrics, read_sessions, read_summary
 from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock
 from dropout_lab.runner import plan, survey
-from dropout_lab.sweep import expand, load_sweep, shipped
+from dropout_lab.sweep import expand, load_sweep, select, shipped
 
 from conftest import ROOT, cli, curves, index
 
@@ -138,6 +138,44 @@ def test_shipped_sweeps_expand_and_are_listed():
     assert r.returncode == 0 and "p_fixed_n.yaml" in r.stdout and "Fig. 9a" in r.stdout
 
 
+def test_only_keeps_the_runs_that_match_every_key_and_refuses_a_filter_that_matches_nothing():
+    sw = expand({**BASE, "baseline": False, "sweep": {"zip": [{"label": ["a b, c", "d"],
+                                                            "model.dropout.p_hidden": [0.2, 0.5]}],
+                                                    "seeds": [0, 1, 2]}})
+    kept = lambda *only: [(c.label, c.seed) for c, k in zip(sw.runs, select(sw, only)) if k]  # noqa: E731
+    assert kept() == [(c.label, c.seed) for c in sw.runs]
+    assert kept("label=a b, c") == [("a b, c", 0), ("a b, c", 1), ("a b, c", 2)]  # one value, commas and all
+    assert kept("label=d", "seed=1", "seed=2") == [("d", 1), ("d", 2)]  # a key repeated: any of its values
+    assert kept("model.dropout.p_hidden=0.5", "seed=0") == [("d", 0)]
+    for only, message in ((["label=dropout"], "--only label='dropout': matches none of the 6 runs; label takes "
+                                              "'a b, c', 'd'"),
+                          (["seed=7"], "seed takes 0, 1, 2"),
+                          (["label=d", "model.dropout.p_hidden=0.2"], "no run matches every filter at once"),
+                          (["optim.bogus=1"], "unknown key 'optim.bogus'"),
+                          (["seed"], "expected KEY=VALUE")):
+        with pytest.raises(ConfigError) as e:
+            select(sw, only)
+        assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_only_trains_the_chosen_runs_and_the_index_lists_them_all(tmp_path):
+    path = write_config(tmp_path, SWEEP)
+    folder = tmp_path / "res" / "tiny"
+    r = cli("sweep", path, "--out", tmp_path / "res", "--only", "model.dropout.p_hidden=0.5", "--dry-run")
+    assert r.returncode == 0 and "2 runs (of 6, by --only): 2 new" in " ".join(r.stdout.split())
+    r = cli("sweep", path, "--out", tmp_path / "res", "--only", "model.dropout.p_hidden=0.5")
+    assert r.returncode == 0, r.stderr
+    rows = index(folder)
+    assert len(rows) == 6
+    assert sorted((x["model.dropout.p_hidden"], x["status"]) for x in rows) == \
+        [("0.0", "new")] * 2 + [("0.2", "new")] * 2 + [("0.5", "completed")] * 2
+    r = cli("sweep", path, "--out", tmp_path / "res", "--only", "label=nothing")
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "matches none of the 6 runs" in r.stderr
+    assert cli("sweep", path, "--out", tmp_path / "res").returncode == 0  # the rest; the chosen ones are kept
+    assert {x["status"] for x in index(folder)} == {"completed"}
+    assert [x["runs"] for x in read_sessions(folder)] == [2, 4]
+
+
 # ----------------------------------------------------------------------------------------------
 # packing
 
@@ -256,15 +294,16 @@ def test_interrupted_runs_resume_to_the_uninterrupted_numbers(tmp_path, monkeypa
 
 
 def test_ctrl_c_then_kill_then_rerun_loses_nothing(tmp_path):
-    """A real SIGINT, then a SIGKILL mid-run, then a rerun: the numbers of one uninterrupted sweep."""
+    """A real SIGINT, a SIGTERM, then a SIGKILL mid-run, then a rerun: the numbers of one uninterrupted sweep,
+    and a session line for every invocation, the killed one's kept current while it trained."""
     path = write_config(tmp_path, SWEEP, optim={**BASE["optim"], "epochs": 30})
     assert cli("sweep", path, "--out", tmp_path / "whole").returncode == 0
     cmd = [sys.executable, "-m", "dropout_lab", "sweep", str(path), "--out", str(tmp_path / "cut")]
-    for sig, code in ((signal.SIGINT, 130), (signal.SIGKILL, -9)):
+    for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 130), (signal.SIGKILL, -9)):
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
         deadline = time.time() + 120
-        target = 5 if sig == signal.SIGINT else 12
+        target = {signal.SIGINT: 5, signal.SIGTERM: 9, signal.SIGKILL: 14}[sig]
         while time.time() < deadline:
             rows = [len(read_metrics(d)) for d in (tmp_path / "cut" / "tiny").glob("*/")
                     if (d / "metrics.csv").exists()]
@@ -274,17 +313,54 @@ def test_ctrl_c_then_kill_then_rerun_loses_nothing(tmp_path):
         p.send_signal(sig)
         _, err = p.communicate(timeout=60)
         assert p.returncode == code, err
-        if sig == signal.SIGINT:
+        if sig != signal.SIGKILL:
             assert "interrupted" in err and "Traceback" not in err
             assert len(list((tmp_path / "cut" / "tiny").glob("*/checkpoint.pt"))) == 6
+        else:  # killed outright: its line says it was still training, with the time it had trained
+            last = read_sessions(tmp_path / "cut" / "tiny")[-1]
+            assert last["outcome"] == "running" and last["wall_seconds"] > 0
     r = cli("sweep", path, "--out", tmp_path / "cut")
     assert r.returncode == 0, r.stderr
-    # the SIGKILLed invocation could write nothing; the interrupted one and the rerun each left a line
-    assert [x["outcome"] for x in read_sessions(tmp_path / "cut" / "tiny")] == ["interrupted", "completed"]
+    # the next invocation, holding the lock, knows the killed one is gone and marks its line 'stopped'
+    sessions = read_sessions(tmp_path / "cut" / "tiny")
+    assert [x["outcome"] for x in sessions] == ["interrupted", "interrupted", "stopped", "completed"]
+    assert all(x["wall_seconds"] > 0 for x in sessions)
     for d in (tmp_path / "whole" / "tiny").glob("*/"):
         if (d / "metrics.csv").exists():
             assert curves(d) == curves(tmp_path / "cut" / "tiny" / d.name)
     assert [x["status"] for x in index(tmp_path / "cut" / "tiny")] == ["completed"] * 6
+
+
+def test_workers_train_stacks_side_by_side_to_the_same_numbers_and_stop_together(tmp_path):
+    """--workers 2: the plan is split in two, the curves are those of one stack at a time, a SIGTERM
+    checkpoints both running stacks, and a resume with one worker ends with the same numbers."""
+    path = write_config(tmp_path, SWEEP, optim={**BASE["optim"], "epochs": 30})
+    runs = survey(load_sweep(path).runs, tmp_path / "x")
+    assert [len(s) for s in plan(runs, runner.torch.device("cpu"), workers=2)] == [3, 3]
+    assert cli("sweep", path, "--out", tmp_path / "one").returncode == 0
+    cmd = [sys.executable, "-m", "dropout_lab", "sweep", str(path), "--out", str(tmp_path / "two"), "--workers", "2"]
+    p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        rows = [len(read_metrics(d)) for d in (tmp_path / "two" / "tiny").glob("*/") if (d / "metrics.csv").exists()]
+        if len(rows) == 6 and min(rows) >= 3:
+            break
+        time.sleep(0.02)
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130 and "Traceback" not in err, err
+    assert len(list((tmp_path / "two" / "tiny").glob("*/checkpoint.pt"))) == 6
+    r = cli("sweep", path, "--out", tmp_path / "two")
+    assert r.returncode == 0, r.stderr
+    for d in (tmp_path / "one" / "tiny").glob("*/"):
+        if (d / "metrics.csv").exists():
+            assert curves(d) == curves(tmp_path / "two" / "tiny" / d.name)
+    first = read_sessions(tmp_path / "two" / "tiny")[0]
+    assert first["stacks"] == 2 and "2 stacks at a time on 1 torch thread each" in first["device_name"]
+    for bad, message in ((["--workers", "0"], "--workers = 0: must be >= 1"),
+                         (["--workers", "2", "--backend", "ray"], "--workers = 2: side-by-side stacks are for")):
+        r = cli("sweep", path, "--out", tmp_path / "bad", *bad)
+        assert r.returncode == 2 and message in r.stderr and r.stderr.strip().count("\n") == 0, r.stderr
 
 
 def test_a_diverging_run_is_isolated_and_listed(tmp_path):
