@@ -79,6 +79,8 @@ CLAIMS = {
                            "beyond that MC is slightly better, within one standard deviation."),
     "table9": ("Table 9", "Dropout + max-norm beats dropout + L2, which beats max-norm alone, which beats L2, "
                           "L2 + L1 and L2 + KL-sparsity."),
+    "table10_gaussian": ("Table 10", "Gaussian multiplicative noise, r ~ N(1, p/(1-p)), does no worse than "
+                                     "Bernoulli dropout (0.95 ± 0.04% against 1.08 ± 0.04% on MNIST)."),
 }
 
 # the training recipes the configs start from (each config's top comment says which one it follows)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paper
+from .readback import Damaged, read_metrics
 from .results import atomic_write, save_figure
 from .verdicts import Result, find, mc_results, met_line, pm, precision_of, stats, targets, verdict, verdict_line
 
@@ -29,23 +30,39 @@ def at_c(runs: list[dict]) -> str:
     return f"{100 * np.mean(v):.1f}%" if v else "—"
 
 
-def table(t: paper.Table, res: Result) -> list[str]:
-    # runs of another precision are another row: seeds are averaged, arithmetic never is
+SCALES = ("full", "medium", "quick")  # the order a report shows them in
+
+
+def hours(seconds: float) -> str:
+    return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
+
+
+def table(t: paper.Table, res: Result, ran_only: bool = False) -> list[str]:
+    """A row per paper row (ran_only: only those with finished runs); runs of another precision are
+    another row: seeds are averaged, arithmetic never is."""
     groups = res.by(lambda r: (r.get("label"), precision_of(r)))
     lines = [f"| {t.title} row | paper % | ours % (mean ± std, n seeds) | ours − paper | units at c | scale | updates "
-             "| precision | device |", "|---|---|---|---|---|---|---|---|---|"]
+             "| precision | device | wall time per run |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in t.rows:
         ref = f"{row.error:.2f}" + (f" ± {row.std:.2f}" if row.std else "")
         found = sorted(p for label, p in groups if label == row.label)
-        if not found:
-            lines.append(f"| {row.label} | {ref} | not run | | | {res.scale} | | | |")
+        if not found and not ran_only:
+            lines.append(f"| {row.label} | {ref} | not run | | | {res.scale} | | | | |")
         for precision in found:
             runs = groups[(row.label, precision)]
             m, s, n = stats(runs)
             steps = sorted({int(r.get("steps_completed") or 0) for r in runs})
+            wall = np.mean([r.get("wall_seconds") or 0.0 for r in runs])
             lines.append(f"| {row.label} | {ref} | {pm(m, s, n)} | {m - row.error:+.2f} | {at_c(runs)} | {res.scale} | "
-                         f"{'/'.join(f'{x:,}' for x in steps)} | {precision} | {', '.join(res.devices)} |")
+                         f"{'/'.join(f'{x:,}' for x in steps)} | {precision} | {', '.join(res.devices)} | "
+                         f"{hours(wall)} |")
     return lines
+
+
+def misses(t: paper.Table, res: Result, points: float = 0.10) -> list[str]:
+    """The rows whose mean is further than `points` from the paper's: the report shows their curves."""
+    return [row.label for row in t.rows if (runs := res.by(lambda r: r.get("label")).get(row.label))
+            and abs(stats(runs)[0] - row.error) > points]
 
 
 
@@ -84,6 +101,36 @@ def plot_table(t: paper.Table, res: Result, out: Path) -> Path:
     ax.set_title(f"{t.title}: ours ({res.scale} scale) vs the paper", fontsize=10)
     fig.tight_layout()
     return _save(fig, out / f"{t.key}-{res.scale}.png")
+
+
+def plot_curves(t: paper.Table, res: Result, out: Path) -> Path | None:
+    """Test error against updates for each seed of each row that ran, with the paper's value: where a row
+    misses, is it still falling at the end, or has it settled above the paper?"""
+    groups = res.by(lambda r: r.get("label"))
+    rows = [row for row in t.rows if groups.get(row.label)]
+    if not rows:
+        return None
+    plt = _plt()
+    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False)
+    for ax, row in zip(axes[0], rows):
+        for j, r in enumerate(groups[row.label]):
+            try:
+                m = read_metrics(res.folder / str(r["run_id"]))
+            except Damaged:
+                continue
+            ax.plot([x["step"] for x in m], [100 * x["test_error"] for x in m], lw=1, color=plt.cm.tab10(j),
+                    label=f"seed {r.get('seed')}")
+        ax.axhline(row.error, color="black", ls="--", lw=1, label=f"paper {row.error:.2f}%")
+        ax.set_xscale("log")
+        ax.set_ylim(max(0.0, row.error - 0.5), row.error + 1.5)
+        ax.set_xlabel("weight updates")
+        ax.set_ylabel("test error (%)")
+        ax.set_title(row.label, fontsize=9)
+        ax.grid(alpha=0.3, which="both")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{t.title}: test error during training ({res.scale} scale)", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, out / f"{t.key}-{res.scale}-curves.png")
 
 
 def plot_fig11(res: Result, out: Path) -> Path | None:
@@ -174,9 +221,33 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
+def claims_table(found: dict, scales=SCALES) -> list[str]:
+    """A row per claim and scale it ran at: the verdict and the numbers it rests on."""
+    md = ["| claim | paper | verdict | scale | the numbers |", "|---|---|---|---|---|"]
+    for key, (title, text) in paper.CLAIMS.items():
+        present = [s for s in scales if (key, s) in found] or [None]
+        for scale in present:
+            v, nums = verdict(key, found[(key, scale)]) if scale else (None, "")
+            if scale and len(found[(key, scale)].precisions) > 1:  # a verdict over several precisions says so
+                nums += f" (runs of {', '.join(found[(key, scale)].precisions)} together)"
+            md.append(f"| {title} | {text} | {verdict_line(v)} | {scale or ''} | {nums} |")
+    return md
+
+
+def headline(found: dict) -> str:
+    """The README's opening: Table 2's rows at the largest scale it ran, then the claims at the largest
+    scale below full where any ran (the scale a CPU affords for all of them)."""
+    t2 = next((found[("table2", s)] for s in SCALES if ("table2", s) in found and found[("table2", s)].rows), None)
+    lines = table(paper.TABLES["table2"], t2, ran_only=t2.scale == "full") if t2 else []
+    scale = next((s for s in SCALES[1:] if any((k, s) in found for k in paper.CLAIMS)), None)
+    if scale:
+        lines += ["", *claims_table(found, (scale,))]
+    return "\n".join(lines)
+
+
 def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None] = lambda line: None) -> str:
-    """Writes the report to `out`; returns its headline (Table 2). warn(line) hears of each damaged run file,
-    which the report also lists: a run left out is never left out silently."""
+    """Writes the report to `out`; returns its headline (Table 2, then the claims). warn(line) hears of each
+    damaged run file, which the report also lists: a run left out is never left out silently."""
     found = find(roots)
     damaged = [w for res in found.values() for w in res.warnings]
     for line in damaged:
@@ -184,49 +255,47 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
     fig_dir = out.parent / "report"
     md = ["# dropout-lab: the paper's MNIST results next to ours", "",
           f"Made by `{command}` from the results folders, with no training. Errors are MNIST test errors in %, "
-          "ours as mean ± sample std over seeds (n seeds). *quick* rows ran at the quick scale (scale.py: hidden "
-          "widths / 8, weight updates / 500, 10,000 training images): they show trends, not the paper's numbers. "
-          "Full-scale rows need a GPU. *units at c*: the share of units whose incoming weight vector ends at the "
-          "max-norm bound c (mean over seeds; — for rows without max-norm), which says whether the constraint is "
-          "live.", ""]
-    headline = []
+          "ours as mean ± sample std over seeds (n seeds). *full* rows ran the config as written. *medium* rows "
+          "ran at the medium scale (scale.py: hidden widths / 4, at most 30,000 weight updates, the config's "
+          "data), *quick* rows at the quick scale (widths / 8, 2,000 updates, 10,000 training images): they show "
+          "the paper's claims and trends, not its numbers. *units at c*: the share of units whose incoming weight "
+          "vector ends at the max-norm bound c (mean over seeds; — for rows without max-norm), which says whether "
+          "the constraint is live. *wall time per run*: each run's own wall time (the runs of a stack train "
+          "together and share it).", ""]
     for key, t in paper.TABLES.items():
         md += [f"## {t.title}: {t.caption}", ""]
-        present = [s for s in ("full", "quick") if (key, s) in found]
+        present = [s for s in SCALES if (key, s) in found]
         if not present:
-            md += [f"Not run: `dropout-lab sweep configs/paper/{key}.yaml` (add `--scale quick` on a CPU).", ""]
+            md += [f"Not run: `dropout-lab sweep configs/paper/{key}.yaml` (add `--scale medium` or "
+                   "`--scale quick` on a CPU).", ""]
         for scale in present:
             res = found[(key, scale)]
             md += table(t, res) + [""]
             png = plot_table(t, res, fig_dir)
             md += [f"![{t.title}, {scale}]({_rel(png, out.parent)})", ""]
-            if key == "table2" and not headline:  # the README's headline: full scale where it ran
-                headline = table(t, res)
+            if scale == "full" and (curves := plot_curves(t, res, fig_dir)):
+                missed = misses(t, res)
+                md += [(f"Rows more than 0.10 points from the paper: {', '.join(missed)}. " if missed else
+                        "Every row that ran is within 0.10 points of the paper. ")
+                       + "Their test error during training, against the paper's value:", "",
+                       f"![{t.title}, {scale}, curves]({_rel(curves, out.parent)})", ""]
         if t.out_of_scope:
             md += ["Out of scope: " + "; ".join(f"{r.label} ({r.error:.2f})" for r in t.out_of_scope)
                    + f": {t.why_out}.", ""]
-    md += ["## The paper's claims", "", "| claim | paper | verdict | scale | the numbers |", "|---|---|---|---|---|"]
-    for key, (title, text) in paper.CLAIMS.items():
-        present = [s for s in ("full", "quick") if (key, s) in found] or [None]
-        for scale in present:
-            v, nums = verdict(key, found[(key, scale)]) if scale else (None, "")
-            mixed = scale and len(found[(key, scale)].precisions) > 1
-            if mixed:  # a verdict over runs of several precisions says so
-                nums += f" (runs of {', '.join(found[(key, scale)].precisions)} together)"
-            md.append(f"| {title} | {text} | {verdict_line(v)} | {scale or ''} | {nums} |")
+    md += ["## The paper's claims", "", *claims_table(found)]
     md += ["", "## Long-term targets", "", "| target | met? | the numbers |", "|---|---|---|"]
     md += [f"| {t} | {met_line(v)} | {nums} |" for t, v, nums in targets(found)]
     md.append("")
     figures = []
     for key in ("fig4", "fig9a", "fig9b", "fig10"):
-        for scale in ("full", "quick"):
+        for scale in SCALES:
             if (key, scale) in found:
                 res = found[(key, scale)]
                 plots = sorted((res.folder / "plots").glob("sweep_*.png")) + sorted(
                     (res.folder / "plots").glob("curves.png"))
                 figures += [f"![{key} {scale}: {p.stem}]({_rel(p, out.parent)})" for p in plots]
-    if (("fig11", "quick") in found) or (("fig11", "full") in found):
-        res = found.get(("fig11", "full")) or found[("fig11", "quick")]
+    if fig11 := next((found[("fig11", s)] for s in SCALES if ("fig11", s) in found), None):
+        res = fig11
         png = plot_fig11(res, fig_dir)
         figures.append(f"![fig11 {res.scale}]({_rel(png, out.parent)})")
         md += [f"## Predictive uncertainty from MC dropout (Figure 11's nets, {res.scale})", "",
@@ -256,4 +325,4 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
         md += ["## Damaged results", "", "Files that failed their checks when this report was made, and what the "
                "report did about each:", "", *(f"- {line}" for line in damaged), ""]
     atomic_write(out, "\n".join(md))
-    return "\n".join(headline)
+    return headline(found)

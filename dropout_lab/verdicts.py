@@ -118,6 +118,20 @@ def verdict_table9(res: Result):
                 "L2 rows > max-norm > dropout + L2 > dropout + max-norm)")
 
 
+def verdict_table10(res: Result):
+    g = {k: stats(v) for k, v in res.by(lambda r: r.get("label")).items() if k}
+    if "Bernoulli dropout" not in g or "Gaussian dropout" not in g:
+        return None, "Bernoulli or Gaussian row not run"
+    (mb, sb, nb), (mg, sg, ng) = g["Bernoulli dropout"], g["Gaussian dropout"]
+    # "no worse": Gaussian's mean above Bernoulli's by no more than the seeds can resolve, twice the
+    # standard error of the difference of the means
+    tol = 2 * float(np.sqrt(sb ** 2 / nb + sg ** 2 / ng))
+    ok = mg - mb <= tol
+    return ok, (f"Gaussian {mg:.2f} ± {sg:.2f}% (n={ng}), Bernoulli {mb:.2f} ± {sb:.2f}% (n={nb}): Gaussian is "
+                f"{mg - mb:+.2f} points from Bernoulli (holds when that is at most {tol:.2f}, twice the standard "
+                "error of the difference)")
+
+
 def verdict_fig4(res: Result):
     net = lambda r: "x".join(str(n) for n in r["model.hidden"])  # noqa: E731
     drop = {k: stats(v)[0] for k, v in res.by(lambda r: net(r) if r["dropout"] else None).items() if k}
@@ -210,7 +224,7 @@ def verdict_fig11(res: Result):
 
 
 VERDICTS = {"table9": verdict_table9, "fig4": verdict_fig4, "fig9a": verdict_fig9a, "fig9b": verdict_fig9b,
-            "fig10": verdict_fig10, "fig11": verdict_fig11}
+            "fig10": verdict_fig10, "fig11": verdict_fig11, "table10_gaussian": verdict_table10}
 
 
 def verdict(key: str, res: Result) -> tuple[bool | None, str]:
@@ -234,7 +248,8 @@ def met_line(v: bool | None) -> str:
 
 
 def targets(found: dict[tuple[str, str], Result]) -> list[tuple[str, bool | None, str]]:
-    """(target, met?, the numbers): met needs full-scale results; quick ones are shown but never meet a target."""
+    """(target, met?, the numbers): met needs full-scale results; medium and quick ones are shown but never
+    meet a target."""
     out = []
     t2 = found.get(("table2", "full"))
     if t2 is None:
@@ -249,10 +264,12 @@ def targets(found: dict[tuple[str, str], Result]) -> list[tuple[str, bool | None
                                              for lbl, d in diffs)))
     for target, keys in ((TARGETS[1], ("table9",)), (TARGETS[2], tuple(VERDICTS))):
         full = [verdict(k, found[(k, "full")])[0] if (k, "full") in found else None for k in keys]
-        quick = [f"{k} {verdict_line(verdict(k, found[(k, 'quick')])[0])}" for k in keys if (k, "quick") in found]
         met = False if False in full else (True if all(v is True for v in full) else None)
         nums = "full scale: " + (", ".join(f"{k} {verdict_line(v)}" for k, v in zip(keys, full)))
-        out.append((target, met, nums + ("; quick scale (does not count): " + ", ".join(quick) if quick else "")))
+        for scale in ("medium", "quick"):
+            shrunk = [f"{k} {verdict_line(verdict(k, found[(k, scale)])[0])}" for k in keys if (k, scale) in found]
+            nums += f"; {scale} scale (does not count): " + ", ".join(shrunk) if shrunk else ""
+        out.append((target, met, nums))
     sessions = {k: found[(k, "full")].sessions for k in paper.CONFIGS if (k, "full") in found}
     devices = sorted({s.get("device_name", "?") for ss in sessions.values() for s in ss})
     if len(sessions) < len(paper.CONFIGS) or not all(sessions.values()):

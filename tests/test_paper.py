@@ -107,7 +107,7 @@ def test_dry_run_and_bad_scale_on_the_cli():
 
 
 def _fake_sweep(root: Path, name: str, rows: list[dict], keys: list[str], scale_: str = "quick") -> Path:
-    folder = root / f"{name}-{scale_}" if scale_ == "quick" else root / name
+    folder = root / name if scale_ == "full" else root / f"{name}-{scale_}"
     folder.mkdir(parents=True)
     (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": folder.name, "keys": keys, "base": {"scale": scale_}}))
     cols = ["run_id", "status", *keys, "seed", "precision", "dropout", "final_test_error", "final_max_norm_bound",
@@ -277,6 +277,58 @@ def test_fig11_mc_against_weight_scaling(tmp_path):
     assert len(res.mcs) == 1 and len(res.warnings) == 1 and "r0/mc.json is damaged" in res.warnings[0]
 
 
+def test_table10_gaussian_no_worse_than_bernoulli_within_the_seed_noise(tmp_path):
+    def t10(gauss, jitter=0.02):
+        return [{"label": lab, "seed": s, "dropout": True, "final_test_error": (e + (jitter if s else -jitter)) / 100}
+                for lab, e in (("Bernoulli dropout", 1.08), ("Gaussian dropout", gauss)) for s in range(3)]
+
+    keys = ["label"]
+    assert _v(tmp_path, "table10_gaussian", "a", t10(0.95), keys)[0] is True  # the paper's numbers
+    assert _v(tmp_path, "table10_gaussian", "b", t10(1.10), keys)[0] is True  # a gap the seeds cannot resolve
+    ok, why = _v(tmp_path, "table10_gaussian", "c", t10(1.30), keys)
+    assert ok is False and "+0.22 points" in why
+    assert _v(tmp_path, "table10_gaussian", "d", t10(1.30, jitter=0.3), keys)[0] is True  # wide seed noise
+
+
+def _run_folder(folder: Path, run_id: str, errors: list[float]) -> None:
+    """A finished run whose records pass the report's checks: an epoch per test error (a fraction)."""
+    d = folder / run_id
+    d.mkdir()
+    rows = ["epoch,step,lr,momentum,train_loss,train_error,test_loss,test_error,val_error,max_norm_bound,seconds"]
+    rows += [f"{i + 1},{600 * (i + 1)},1,0.5,0.1,0.01,0.1,{e},,,{i + 1}" for i, e in enumerate(errors)]
+    (d / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (d / "summary.json").write_text(json.dumps({
+        "run_id": run_id, "status": "completed", "final_test_error": errors[-1], "best_test_error": min(errors),
+        "final_train_error": 0.0, "epochs_completed": len(errors), "wall_seconds": 7200.0, "dropout": True}))
+
+
+def test_full_table2_rows_show_wall_time_and_the_curves_of_a_row_that_misses(tmp_path):
+    near, far = "dropout + max-norm ReLU 3x1024", "dropout ReLU 3x1024"
+    rows = [{"label": lab, "seed": s, "dropout": True, "final_test_error": e, "wall_seconds": 7200.0}
+            for lab, e in ((near, 0.0107), (far, 0.0140)) for s in range(3)]
+    folder = _fake_sweep(tmp_path / "res", "table2", rows, ["label"], "full")
+    for i, r in enumerate(rows):
+        _run_folder(folder, f"r{i}", [0.03, 0.02, r["final_test_error"]])
+    quick = [{"label": near, "seed": s, "dropout": True, "final_test_error": 0.05} for s in range(3)]
+    _fake_sweep(tmp_path / "res", "table2", quick, ["label"], "quick")
+    t10 = [{"label": lab, "seed": s, "dropout": True, "final_test_error": 0.012} for s in range(3)
+           for lab in ("Bernoulli dropout", "Gaussian dropout")]
+    _fake_sweep(tmp_path / "res", "table10_gaussian", t10, ["label"], "medium")
+    out = tmp_path / "REPORT.md"
+    r = cli("report", tmp_path / "res", "--out", out)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert f"| {near} | 1.06 | 1.07 ± 0.00 (n=3) | +0.01 | — | full | 2,000 |" in text
+    assert "| 2.0 h |" in text
+    assert f"Rows more than 0.10 points from the paper: {far}." in text
+    assert (tmp_path / "report" / "table2-full-curves.png").stat().st_size > 5_000
+    # the headline: the full-scale rows that ran (no 'not run' rows), then the claims at the medium scale
+    table2, claims = r.stdout.split("report:")[0].strip().split("\n\n")
+    assert near in table2 and far in table2 and "not run" not in table2 and "quick" not in table2
+    assert claims.startswith("| claim |") and "| Table 10 |" in claims and "| medium |" in claims
+    assert "| quick |" not in claims and "| full |" not in claims
+
+
 def test_targets_need_full_scale_and_follow_the_numbers(tmp_path):
     def table2(where, scale_, shift):
         rows = [{"label": row.label, "seed": s, "dropout": True, "final_test_error": (row.error + shift + d) / 100}
@@ -313,10 +365,13 @@ def test_readme_opens_with_the_reports_headline_table(tmp_path):
 
     headline = build([ROOT / "results"], tmp_path / "REPORT.md", "dropout-lab report")
     assert headline.startswith("| Table 2 row |"), "no Table 2 results committed under results/"
+    table2, claims = headline.split("\n\n")
+    assert claims.startswith("| claim |")
     readme = (ROOT / "README.md").read_text()
     first_table = readme.index("\n|")
-    assert readme[first_table + 1:].startswith(headline + "\n")
+    assert readme[first_table + 1:].startswith(table2 + "\n")
     assert "dropout-lab report" in readme[:first_table]
+    assert claims + "\n" in readme[first_table + len(table2):]
 
 
 def test_report_bad_out_and_unsweepable_scale_are_one_line_errors(tmp_path):
