@@ -154,8 +154,8 @@ def sweep(
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local instance)"),
     gpus_per_stack: float = typer.Option(0.0, "--gpus-per-stack", help="GPUs a Ray task reserves; 0.25 shares 4/GPU"),
     max_stack: int | None = typer.Option(None, "--max-stack", help="at most K models per stack (default: memory)"),
-    workers: int = typer.Option(1, "--workers", help="local backend: train this many stacks at a time, a CPU core "
-                                                     "each (a 2-core CPU: 2)"),
+    workers: int | None = typer.Option(None, "--workers", help="local backend: train this many stacks at a time, a "
+                                                            "CPU core each (default: one per core; 1 on a GPU)"),
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
@@ -164,10 +164,11 @@ def sweep(
     scale: str = typer.Option("full", "--scale", help=SCALE_HELP),
 ) -> None:
     """Train every run of a sweep, packed into stacks; skip finished runs, resume partial ones."""
-    from .local import execute
-    from .results import FolderBusy, Session, command_line, env_info, folder_lock, write_index
-    from .runner import FailFast, estimate_seconds, load_datasets, model_steps, plan, survey
-    from .sweep import load_sweep, select, shipped, write_sweep_yaml
+    from .campaign import Invocation
+    from .local import default_workers
+    from .results import FolderBusy
+    from .runner import load_datasets
+    from .sweep import load_sweep, select, shipped
 
     if config is None:
         found = [x for folder in (Path("configs/sweeps"), Path("configs/paper")) for x in shipped(folder)]
@@ -178,9 +179,9 @@ def sweep(
             raise ConfigError(f"--backend = {backend!r}: allowed: local, ray")
         if max_stack is not None and max_stack < 1:
             raise ConfigError(f"--max-stack = {max_stack}: must be >= 1")
-        if workers < 1:
+        if workers is not None and workers < 1:
             raise ConfigError(f"--workers = {workers}: must be >= 1")
-        if workers > 1 and backend != "local":
+        if workers is not None and workers > 1 and backend != "local":
             raise ConfigError(f"--workers = {workers}: side-by-side stacks are for the local backend (Ray places "
                               "its own tasks: --max-stack sets how many)")
         if gpus_per_stack < 0:
@@ -190,82 +191,22 @@ def sweep(
         sw = load_sweep(config, [*set_, *([f"precision={precision}"] if precision else [])], grid, scale=scale)
         keep = select(sw, only)
         dev = _resolve(sw.base.device, device, sw.runs, precision)
-        if workers > 1 and dev.type != "cpu":
+        if workers is not None and workers > 1 and dev.type != "cpu":
             raise ConfigError(f"--workers = {workers}: side-by-side stacks are for a CPU, a core each; on {dev} "
                               "one stack at a time fills the device")
+        workers = workers or (default_workers(dev) if backend == "local" else 1)
         datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
         fail(str(e), 2)
     except data_mod.DataError as e:
         fail(str(e), 1)
 
-    root = out / sw.base.name
+    inv = Invocation(sw, keep, out / sw.base.name, dev, datasets, backend, workers, max_stack, force)
     if dry_run:
-        runs = [r for r, k in zip(survey(sw.runs, root, sw.values, force), keep) if k]
-        _notes(runs)
-        stacks = plan(runs, dev, max_stack, workers)
-        for t in tables.plan_tables(sw, runs, stacks):
-            out_console.print(t)
-        if not stacks:
-            out_console.print("nothing left to train: every run is done")
-        counts = {s: sum(r.status == s for r in runs) for s in ("completed", "partial", "new", "failed", "diverged")}
-        seconds = estimate_seconds(stacks, datasets, dev) if stacks else 0.0
-        chosen = f" (of {len(sw.runs)}, by --only)" if only else ""
-        out_console.print(
-            f"{len(runs)} runs{chosen}: " + ", ".join(f"{n} {s}" for s, n in counts.items() if n) + f"; "
-            f"{model_steps(stacks, datasets):,} model-steps left in {tables.plural(len(stacks), 'stack')}; "
-            f"about {tables.duration(seconds)} on {dev} (timed from a few steps of each structure; "
-            f"{'Ray runs stacks in parallel' if backend == 'ray' else 'one stack after another'})", highlight=False)
+        inv.dry_run(out_console, _notes)
         return
-
-    command = command_line()
     try:
-        with folder_lock(root):
-            every = survey(sw.runs, root, sw.values, force)  # the index lists them all, --only or not
-            runs = [r for r, k in zip(every, keep) if k]
-            _notes(runs)
-            stacks = plan(runs, dev, max_stack, workers)
-            kept = sum(r.skipped and r.status == "diverged" for r in runs)
-            chosen = f" (of {len(every)}, by --only)" if only else ""
-            err_console.print(f"[bold]{sw.base.name}[/bold]: {tables.plural(len(runs), 'run')}{chosen}, "
-                              f"{sum(r.status == 'completed' for r in runs)} already done"
-                              + (f", {kept} diverged earlier (kept; --force retrains)" if kept else "") + "; "
-                              f"{tables.plural(len(stacks), 'stack')} on {dev if backend == 'local' else 'Ray'}; "
-                              f"results in {root}/")
-
-            def index():
-                write_index(root, [{"run_id": r.id, "status": r.status, **r.values, **(r.summary or {})}
-                                   for r in every], sw.keys)
-
-            write_sweep_yaml(root, sw, str(config), command)
-            index()
-            if force and not only:  # every run is retrained: the earlier sessions no longer account for them
-                (root / "sessions.jsonl").unlink(missing_ok=True)
-            env, outcome = env_info(dev, workers), "error"
-            session = Session(root, env, every=min(10.0, *(r.cfg.checkpoint_seconds for s in stacks for r in s)),
-                              backend=backend, stacks=len(stacks), runs=sum(len(s) for s in stacks),
-                              model_steps=model_steps(stacks, datasets), command=command) if stacks else None
-            tick = session.update if session else (lambda: None)
-            try:
-                if backend == "ray":
-                    from .distributed import execute_ray
-
-                    execute_ray(runs, stacks, env, err_console, index, address, gpus_per_stack,
-                                keep_checkpoints, fail_fast)
-                else:
-                    execute(runs, stacks, datasets, dev, env, err_console, index, keep_checkpoints, fail_fast, tick,
-                            workers)
-                outcome = "completed"
-            except KeyboardInterrupt:
-                outcome = "interrupted"
-                raise
-            except FailFast:
-                outcome = "fail-fast"
-                err_console.print("--fail-fast: stopped at the first failed or diverged run; "
-                                  "unfinished runs are checkpointed", style="red")
-            finally:
-                if session:
-                    session.update(outcome)
+        runs = inv.train(str(config), err_console, _notes, address, gpus_per_stack, keep_checkpoints, fail_fast)
     except ConfigError as e:
         fail(str(e), 2)
     except FolderBusy as e:
@@ -273,7 +214,7 @@ def sweep(
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept, unfinished ones are checkpointed; the same command resumes", 130)
     out_console.print(tables.results_table(sw, runs))
-    out_console.print(f"index: {root / 'index.csv'}   plots: dropout-lab plot {root}", highlight=False)
+    out_console.print(f"index: {inv.root / 'index.csv'}   plots: dropout-lab plot {inv.root}", highlight=False)
     _exit_on_failures(runs)
 
 

@@ -9,6 +9,7 @@ interrupted run is visibly partial and resumes where its checkpoint left it.
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import threading
@@ -327,10 +328,22 @@ def _probe(cfg: Config, data: data_mod.Dataset, device: torch.device, k: int, st
 
 
 def estimate_seconds(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset],
-                     device: torch.device, steps: int = 4) -> float:
-    """Wall seconds for the plan, from a few timed steps of a small stack of each structure: a rough guide."""
+                     device: torch.device, workers: int = 1, steps: int = 4) -> float:
+    """Wall seconds for the plan, from a few timed steps of a small stack of each structure: a rough guide.
+    workers > 1: timed on one torch thread, as each worker trains, and shared among the workers."""
+    threads = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(1)
+    try:
+        each = _estimates(stacks, datasets, device, steps)
+    finally:
+        torch.set_num_threads(threads)
+    return max(sum(each) / workers, max(each, default=0.0))
+
+
+def _estimates(stacks, datasets, device, steps) -> list[float]:
     probes: dict[tuple, tuple[float, float]] = {}
-    total = 0.0
+    out = []
     for stack in stacks:
         c = stack[0].cfg
         data = datasets[c.data.dataset]
@@ -339,5 +352,6 @@ def estimate_seconds(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_m
             probes[key] = _probe(c, data, device, min(4, len(stack)), steps)
         step, evaluation = probes[key]
         epochs = c.optim.epochs - stack[0].progress[0]
-        total += len(stack) * epochs * (_steps_per_epoch(c, data) * step + evaluation)
-    return total
+        passes = math.ceil(epochs / c.eval.every)  # test passes: every eval.every epochs and the last
+        out.append(len(stack) * (epochs * _steps_per_epoch(c, data) * step + passes * evaluation))
+    return out

@@ -8,7 +8,7 @@ import time
 import pytest
 import yaml
 
-from dropout_lab import runner
+from dropout_lab import local, runner
 from dropout_lab.config import ConfigError
 from dropout_lab.readback import read_metrics, read_sessions, read_summary
 from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock
@@ -246,9 +246,10 @@ def test_sweep_writes_index_and_a_rerun_skips_everything(tmp_path):
 
 def test_dry_run_trains_nothing(tmp_path):
     path = write_config(tmp_path, SWEEP)
-    r = cli("sweep", path, "--out", tmp_path / "res", "--dry-run")
+    r = cli("sweep", path, "--out", tmp_path / "res", "--dry-run", "--workers", "1")
     assert r.returncode == 0, r.stderr
     assert "6 new" in r.stdout and "in 1 stack;" in " ".join(r.stdout.split()) and "model-steps" in r.stdout
+    assert "1 stack at a time" in " ".join(r.stdout.split())
     assert not list((tmp_path / "res").glob("tiny/*/metrics.csv"))
 
 
@@ -278,7 +279,7 @@ def test_interrupted_runs_resume_to_the_uninterrupted_numbers(tmp_path, monkeypa
     def go(root, stop=None):
         runs = survey(sw.runs, root, sw.values)
         for s in plan(runs, cpu):
-            runner.record(s, runner.run_stack(s, data["spiral"], cpu, env, stop))
+            local.record(s, runner.run_stack(s, data["spiral"], cpu, env, stop))
         return runs
 
     whole = go(tmp_path / "whole")
@@ -425,10 +426,17 @@ def test_a_failing_stack_does_not_stop_the_sweep_and_fail_fast_does(tmp_path, mo
     assert rows["[16]"]["status"] == "failed" and rows["[8]"]["status"] == "completed"
     assert "injected failure" in read_summary(tmp_path / "res" / "tiny" / rows["[16]"]["run_id"])["error"]
 
-    res = CliRunner().invoke(app, ["sweep", str(path), "--out", str(tmp_path / "ff"), "--fail-fast"])
+    res = CliRunner().invoke(app, ["sweep", str(path), "--out", str(tmp_path / "ff"), "--fail-fast", "--workers", "1"])
     assert res.exit_code == 1
     statuses = sorted(x["status"] for x in index(tmp_path / "ff" / "tiny"))
     assert statuses == ["failed", "new"]  # the second stack never started
+    # side by side, the other stack was already training: it stops at its next step, checkpointed
+    res = CliRunner().invoke(app, ["sweep", str(path), "--out", str(tmp_path / "f2"), "--fail-fast", "--workers", "2"])
+    assert res.exit_code == 1
+    rows = {x["model.hidden"]: x for x in index(tmp_path / "f2" / "tiny")}
+    assert rows["[16]"]["status"] == "failed" and rows["[8]"]["status"] in ("partial", "completed")
+    if rows["[8]"]["status"] == "partial":
+        assert (tmp_path / "f2" / "tiny" / rows["[8]"]["run_id"] / "checkpoint.pt").is_file()
 
 
 def test_a_second_writer_is_refused_clearly(tmp_path):
