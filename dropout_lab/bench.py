@@ -22,6 +22,7 @@ import json
 import platform
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -246,6 +247,42 @@ def stacked(sizes: Sequence[int], K: int, data: Dataset, device: torch.device, s
                     device, steps, warmup)
 
 
+def side_by_side(sizes: Sequence[int], K: int, workers: int, data: Dataset, device: torch.device, steps: int,
+                 warmup: int, precision: str = "fp32") -> Timing:
+    """`workers` stacks of K models, each in its own thread on one torch thread, as `sweep --workers`
+    trains them (local.py): the GEMMs release the GIL, so the stacks share the cores without splitting
+    each GEMM across them."""
+    hidden = "[" + ",".join(map(str, sizes[1:-1])) + "]"
+    cfgs = [[load(None, [f"model.hidden={hidden}", f"seed={w * K + k}", f"precision={precision}", "optim.lr=0.1",
+                         "optim.momentum_ramp_epochs=0", "optim.momentum_start=0.9", "optim.momentum_end=0.9",
+                         "optim.max_norm=3.5", f"optim.batch_size={BATCH}", "optim.lr_schedule=constant"])
+             for k in range(K)] for w in range(workers)]
+
+    def build() -> Run:
+        trainers = [StackTrainer(c, data, device) for c in cfgs]
+
+        def steps_of(tr: StackTrainer, n: int) -> None:
+            for _ in range(n):
+                if tr.order is None or tr.s == tr.steps_per_epoch:
+                    tr.begin_epoch()
+                tr.train_step()
+
+        def run(n: int) -> None:
+            threads = torch.get_num_threads()
+            torch.set_num_threads(1)
+            try:
+                with ThreadPoolExecutor(workers) as pool:
+                    for f in [pool.submit(steps_of, tr, n) for tr in trainers]:
+                        f.result()
+            finally:
+                torch.set_num_threads(threads)
+        return run
+
+    return _measure(f"{workers}x stack K={K}", f"{workers} stacks of {K} models side by side, a thread each "
+                    f"on one torch thread (sweep --workers {workers}), {precision}", K * workers, build, device,
+                    steps, warmup)
+
+
 def flops_per_model_step(sizes: Sequence[int], batch: int = BATCH) -> float:
     """The FLOPs of one model's training step, counted as they are computed (see FLOPS_COUNTED).
 
@@ -316,10 +353,11 @@ def check_precision(precision: str, device: torch.device) -> None:
 
 
 def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int, warmup: int = 20,
-              precision: str = "fp32", rounds: int = 1) -> dict:
+              precision: str = "fp32", rounds: int = 1, workers: int = 1) -> dict:
     """Every trainer timed `rounds` times, in turn (tuned, dataloader, each stack, then again): each
     figure is a trainer's median round, so that a slow spell of a shared machine lands on every trainer
-    alike rather than on whichever ran during it."""
+    alike rather than on whichever ran during it. workers > 1 (a CPU): each stack size is also timed as
+    that many stacks side by side."""
     sizes = [int(n) for n in arch.split("-")]
     if sizes[0] != 784 or sizes[-1] != 10:
         raise ValueError(f"--arch {arch}: must start with 784 and end with 10 (MNIST)")
@@ -333,7 +371,9 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
     runs = []
     for _ in range(rounds):
         runs.append([tuned(sizes, data, device, steps, warmup), dataloader(sizes, data, device, steps, warmup),
-                     *(stacked(sizes, K, data, device, steps, warmup, precision) for K in stacks)])
+                     *(stacked(sizes, K, data, device, steps, warmup, precision) for K in stacks),
+                     *(side_by_side(sizes, K, workers, data, device, steps, warmup, precision)
+                       for K in (stacks if workers > 1 else ()))])
     timings = [median_round(list(ts)) for ts in zip(*runs)]
     # probed again after the trainers: the peak is the best either pass saw (a shared machine's speed
     # drifts within a run, and a probe that caught a slow moment would flatter every fraction)
@@ -347,7 +387,7 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
         t.ratio_vs_baseline = t.steps_per_s_per_model / base
         t.ratio_vs_dataloader = t.steps_per_s_per_model / loader
         t.tflops = t.steps_per_s_per_model * flops / 1e12
-        peak = stack_peak if t.name.startswith("stack") else probes["fp32"]["tflops"]
+        peak = stack_peak if "stack" in t.name else probes["fp32"]["tflops"]
         t.peak_fraction = t.tflops / peak if peak else None
     env = env_info(device)
     keys = ("steps_per_s_per_model", "ratio_vs_baseline", "ratio_vs_dataloader", "tflops", "peak_fraction",
@@ -376,7 +416,9 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
         "baseline_steps_per_s": base,  # the tuned loop: the ratios' reference
         "dataloader_steps_per_s": loader,
         "baselines": {t.name: {"what": t.what, **{k: getattr(t, k) for k in keys}} for t in timings[:2]},
-        "stacks": {str(t.K): {k: getattr(t, k) for k in keys} for t in timings[2:]},
+        "stacks": {str(t.K): {k: getattr(t, k) for k in keys} for t in timings[2:2 + len(stacks)]},
+        "workers": workers,
+        "side_by_side": {t.name: {k: getattr(t, k) for k in keys} for t in timings[2 + len(stacks):]},
         "flops_per_model_step": flops,
         "flops_counted": FLOPS_COUNTED,
         "peak_memory_measured": MEMORY_MEASURED,

@@ -331,6 +331,8 @@ def bench(
     json_path: Path | None = typer.Option(None, "--json", help="also write the result as JSON to this file"),
     precision: str = typer.Option("fp32", "--precision", help="of the stacks: fp32 | bf16 | tf32 (CUDA only); "
                                                              "the baselines are fp32"),
+    workers: int = typer.Option(1, "--workers", help="CPU: also time each stack size as this many stacks side by "
+                                                     "side, as sweep --workers trains them"),
 ) -> None:
     """Time the stacked trainer against two plain PyTorch loops on one device: a tuned one (the baseline:
     data on the device, randperm batches) and a typical one (a DataLoader)."""
@@ -342,6 +344,9 @@ def bench(
         ks = [int(k) for k in stack.split(",")]
         if rounds < 1:
             raise ConfigError(f"--rounds = {rounds}: must be >= 1")
+        if workers < 1 or (workers > 1 and dev.type != "cpu"):
+            raise ConfigError(f"--workers = {workers}: must be >= 1, and 1 on a GPU (side-by-side stacks are for "
+                              "a CPU's cores)")
         if any(k < 1 for k in ks) or steps < 1:
             raise ValueError
     except ConfigError as e:
@@ -352,7 +357,7 @@ def bench(
     err_console.print(f"[dim]timing {arch} on {dev}: a GEMM probe, two fp32 baselines, {precision} stacks of "
                       f"{stack}, {steps} steps each, {tables.plural(rounds, 'round')}[/dim]")
     try:
-        result = benchmark(arch, ks, dev, steps, precision=precision, rounds=rounds)
+        result = benchmark(arch, ks, dev, steps, precision=precision, rounds=rounds, workers=workers)
     except ValueError as e:
         fail(str(e), 2)
     out_console.print(tables.bench_header(result), highlight=False)

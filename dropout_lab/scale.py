@@ -52,6 +52,11 @@ class Scale:
     train: int | None  # images trained on where the config does not choose a subset; None: as configured
     validation: int | None  # at most this many held out; None: as configured
     mc_repeats: int  # at most this many Monte-Carlo repeats of each k
+    # how the lr half-life and the momentum's time constant follow the shorter run (inverse-t configs):
+    # "tenth": the half-life at most a tenth of the run, the momentum in step with it (see the top);
+    # "squeeze": both shrink by the run's own factor, the full run's lr / (1 - m) curve squeezed in time;
+    # "keep": both as the full run has them, so the run is the full run's first updates
+    schedule: str = "tenth"
 
 
 SCALE_SPECS = {
@@ -92,10 +97,15 @@ def shrink(cfg: Config, scale: str) -> Config:
     steps_full = cfg.optim.epochs * per_full
     c.optim.epochs = max(1, round(scaled_steps(steps_full, spec) / per_scaled))
     f = c.optim.epochs * per_scaled / steps_full  # the factor actually applied to the updates
-    c.optim.lr_half_life = max(1.0, min(cfg.optim.lr_half_life, c.optim.epochs * per_scaled / 10))
     g = f  # the factor applied to the momentum's ramp or time constant
-    if cfg.optim.lr_schedule == "inverse_t":  # keep the momentum in step with the lr (see the top)
-        g = max(f, c.optim.lr_half_life / cfg.optim.lr_half_life)
+    if spec.schedule == "tenth":
+        c.optim.lr_half_life = max(1.0, min(cfg.optim.lr_half_life, c.optim.epochs * per_scaled / 10))
+        if cfg.optim.lr_schedule == "inverse_t":  # keep the momentum in step with the lr (see the top)
+            g = max(f, c.optim.lr_half_life / cfg.optim.lr_half_life)
+    elif spec.schedule == "squeeze":
+        c.optim.lr_half_life = max(1.0, cfg.optim.lr_half_life * f)
+    elif cfg.optim.lr_schedule == "inverse_t":  # keep: the full run's first updates
+        g = 1.0
     c.optim.momentum_ramp_epochs = cfg.optim.momentum_ramp_epochs * per_full * g / per_scaled
     c.optim.l1_after = round(cfg.optim.l1_after * f)
     c.optim.lr_decay = cfg.optim.lr_decay ** (cfg.optim.epochs / c.optim.epochs)

@@ -128,6 +128,16 @@ def test_bench_command_writes_json_and_rejects_bad_stacks(tmp_path):
     assert set(result["stacks"]) == {"1", "2"} and set(result["baselines"]) == {"tuned", "dataloader"}
     probe = result["gemm_probe"]["fp32"]  # measured here, not looked up
     assert probe["tflops"] > 0 and probe["tflops"] == max(v for v in probe["shapes_tflops"].values() if v)
+    # --workers 2: each stack size again as two stacks side by side, K x 2 models per step
+    r = cli("bench", "--device", "cpu", "--arch", "784-8-10", "--stack", "2", "--steps", "3", "--workers", "2",
+            "--json", out)
+    assert r.returncode == 0, r.stderr
+    side = json.loads(out.read_text())
+    [t] = [t for t in side["timings"] if t["name"] == "2x stack K=2"]
+    assert t["K"] == 4 and set(side["side_by_side"]) == {"2x stack K=2"} and side["workers"] == 2
+    assert side["side_by_side"]["2x stack K=2"]["steps_per_s_per_model"] == 4 * 3 / t["seconds"]
+    r = cli("bench", "--device", "cpu", "--workers", "0")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--workers = 0" in r.stderr
     r = cli("bench", "--device", "cpu", "--precision", "tf32")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "tf32" in r.stderr
     r = cli("bench", "--device", "cpu", "--stack", "0,4")
