@@ -154,8 +154,9 @@ def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None
          workers: int = 1) -> list[list[Run]]:
     """Unfinished runs packed into stacks: one structure and one resume point per stack, at most the cap.
 
-    workers > 1: the largest stacks are halved until there are at least `workers` of them (a model's
-    numbers do not depend on its stack), and the costliest go first, so the workers finish together.
+    workers > 1: a stack with more than a worker's share of the work is halved (a model's numbers do not
+    depend on its stack), until there are at least `workers` stacks and none holds more than its share
+    unless it is a single model; the costliest go first, so that the workers finish together.
     """
     todo = [r for r in runs if not r.skipped]
     stacks = []
@@ -169,8 +170,11 @@ def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None
                 stacks.append([group[j] for j in members[i:i + cap]])
     if workers <= 1:
         return stacks
-    while len(stacks) < workers and any(len(s) > 1 for s in stacks):
-        big = max((s for s in stacks if len(s) > 1), key=stack_cost)
+    share = sum(map(stack_cost, stacks)) / workers
+    while True:
+        big = max((s for s in stacks if len(s) > 1), key=stack_cost, default=None)
+        if big is None or (len(stacks) >= workers and stack_cost(big) <= share):
+            break
         i = stacks.index(big)
         stacks[i:i + 1] = [big[:len(big) // 2], big[len(big) // 2:]]
     return sorted(stacks, key=stack_cost, reverse=True)

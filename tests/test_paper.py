@@ -72,15 +72,20 @@ def test_medium_scale_follows_its_stated_factors():
     full = load(PAPER / "table2.yaml", ["model.hidden=[8192,8192]"])
     m = scale.medium(full)
     assert m.scale == "medium" and m.model.hidden == [2048, 2048]
-    assert scale.updates(full) == 1_000_200 and scale.updates(m) == 30_000  # at most 30,000 updates
-    assert m.data == full.data  # all 60,000 images, as the config has it
-    assert m.optim.lr_half_life == 3_000  # a tenth of the run
-    assert m.optim.momentum_ramp_epochs * 600 == pytest.approx(100_000 * 3_000 / 10_000, rel=1e-4)
-    assert m.eval.mc_repeats == full.eval.mc_repeats == 10
-    # runs shorter than 30,000 updates keep their length, and Figure 10's subsets are kept
+    assert scale.updates(full) == 1_000_200 and scale.updates(m) == 20_000  # at most 20,000 updates
+    assert m.data.train_size == 10_000 and m.data.validation_size == 0
+    # "squeeze": the half-life and the momentum's time constant shrink by the run's own factor, so the
+    # run ends with the full run's lr and momentum
+    f = 20_000 / 1_000_200
+    assert m.optim.lr_half_life == pytest.approx(10_000 * f)
+    assert m.optim.momentum_ramp_epochs * 100 == pytest.approx(100_000 * f, rel=1e-4)
+    lr_end = lambda c: c.optim.lr / (1 + scale.updates(c) / c.optim.lr_half_life)  # noqa: E731
+    assert lr_end(m) == pytest.approx(lr_end(full), rel=1e-3)
+    assert m.eval.every == 4 and m.eval.mc_repeats == full.eval.mc_repeats == 10  # 200 epochs, 50 test passes
+    # runs shorter than 20,000 updates keep their length, and Figure 10's subsets are kept
     fig10 = {(c.data.train_size, scale.updates(c)) for c in load_sweep(PAPER / "fig10.yaml", scale="medium").runs}
-    assert fig10 == {(100, 2_000), (500, 10_000), (1_000, 10_000), (5_000, 20_000), (10_000, 30_000),
-                     (50_000, 30_000)}
+    assert fig10 == {(100, 2_000), (500, 10_000), (1_000, 10_000), (5_000, 20_000), (10_000, 20_000),
+                     (50_000, 20_000)}
     # Figure 9b: p * n stays fixed across the sweep (the width rule applies to the shrunk pn)
     sw = load_sweep(PAPER / "fig9b.yaml", scale="medium")
     assert sw.base.name == "fig9b-medium" and {c.scale for c in sw.runs} == {"medium"}
