@@ -69,7 +69,7 @@ def test_quick_scale_follows_its_stated_factors():
 
 
 def test_medium_scale_follows_its_stated_factors():
-    full = load(PAPER / "table2.yaml", ["model.hidden=[8192,8192]"])
+    full = load(PAPER / "fig4.yaml", ["model.hidden=[8192,8192]"])
     m = scale.medium(full)
     assert m.scale == "medium" and m.model.hidden == [2048, 2048]
     assert scale.updates(full) == 1_000_200 and scale.updates(m) == 20_000  # at most 20,000 updates
@@ -91,6 +91,13 @@ def test_medium_scale_follows_its_stated_factors():
     assert sw.base.name == "fig9b-medium" and {c.scale for c in sw.runs} == {"medium"}
     pn = {tuple(round(w * (1 - c.model.dropout.p_hidden)) for w in c.widths()) for c in sw.runs}
     assert pn == {(64, 64, 128)}
+    # the configs whose own factors differ (scale.OVERRIDES): Figures 9a and 9b keep all 60,000 images and
+    # get 30,000 updates; Table 2 keeps quick's widths
+    for key in ("fig9a", "fig9b"):
+        runs = load_sweep(PAPER / f"{key}.yaml", scale="medium").runs
+        assert {(c.data.train_size, scale.updates(c)) for c in runs} == {(None, 30_000)}
+    t2 = {c.label: c.widths() for c in load_sweep(PAPER / "table2.yaml", scale="medium").runs}
+    assert t2["dropout + max-norm ReLU 2x8192"] == [1024, 1024] and t2["standard logistic 2x800"] == [100]
 
 
 def test_quick_sweep_is_labelled_and_has_its_own_folder():
