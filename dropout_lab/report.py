@@ -235,11 +235,11 @@ def claims_table(found: dict, scales=SCALES) -> list[str]:
 
 
 def headline(found: dict) -> str:
-    """The README's opening: Table 2's rows at the largest scale it ran, then the claims at the largest
-    scale below full where any ran (the scale a CPU affords for all of them)."""
+    """The README's opening: Table 2's rows at the largest scale it ran (at full scale only the rows that
+    ran), then the claims at the largest scale where any ran."""
     t2 = next((found[("table2", s)] for s in SCALES if ("table2", s) in found and found[("table2", s)].rows), None)
     lines = table(paper.TABLES["table2"], t2, ran_only=t2.scale == "full") if t2 else []
-    scale = next((s for s in SCALES[1:] if any((k, s) in found for k in paper.CLAIMS)), None)
+    scale = next((s for s in SCALES if any((k, s) in found and found[(k, s)].rows for k in paper.CLAIMS)), None)
     if scale:
         lines += ["", *claims_table(found, (scale,))]
     return "\n".join(lines)
