@@ -34,6 +34,8 @@ SCALES = ("full", "medium", "quick")  # the order a report shows them in
 
 
 def hours(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
     return f"{seconds / 3600:.1f} h" if seconds >= 5400 else f"{seconds / 60:.0f} min"
 
 
