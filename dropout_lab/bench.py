@@ -352,15 +352,57 @@ def check_precision(precision: str, device: torch.device) -> None:
         raise ConfigError(error)
 
 
+def parse_arch(arch: str) -> list[int]:
+    """'784-1024-10' -> [784, 1024, 10]; ConfigError: one line naming what is allowed."""
+    parts = arch.split("-")
+    if len(parts) < 3 or not all(p.isdigit() and int(p) > 0 for p in parts) or parts[0] != "784" or parts[-1] != "10":
+        raise ConfigError(f"--arch = {arch!r}: layer widths, positive integers joined by '-', from 784 (MNIST's "
+                          "pixels) through at least one hidden layer to 10, e.g. 784-1024-1024-10")
+    return [int(p) for p in parts]
+
+
+def check_args(arch: str, stack: str, steps: int, rounds: int, workers: int, precision: str,
+               device: torch.device) -> list[int]:
+    """`bench`'s options, each refused with one line (ConfigError) before any timing; returns the stack sizes."""
+    check_precision(precision, device)
+    sizes = parse_arch(arch)
+    try:
+        ks = [int(k) for k in stack.split(",")]
+    except ValueError:
+        ks = [0]
+    if any(k < 1 for k in ks) or steps < 1:
+        raise ConfigError(f"--stack = {stack!r}, --steps = {steps}: stack sizes are positive integers (e.g. 1,8,32), "
+                          "steps >= 1")
+    if rounds < 1:
+        raise ConfigError(f"--rounds = {rounds}: must be >= 1")
+    if workers < 1 or (workers > 1 and device.type != "cpu"):
+        raise ConfigError(f"--workers = {workers}: must be >= 1, and 1 on a GPU (side-by-side stacks are for a "
+                          "CPU's cores)")
+    check_memory_for(sizes, max(ks), workers, precision, device)
+    return ks
+
+
+def check_memory_for(sizes: list[int], k: int, workers: int, precision: str, device: torch.device) -> None:
+    """The largest stack (and its side-by-side copies) must fit, as a sweep's would (stacks.check_memory)."""
+    from .stacks import budget, free_bytes, gib, model_bytes
+
+    cfg = load(None, [f"model.hidden={sizes[1:-1]}", f"precision={precision}"])
+    need, room = model_bytes(cfg) * k * workers, budget(device)
+    if need > room:
+        many = (f"{workers} stacks of {k} models" if workers > 1 else
+                "one model" if k == 1 else f"a stack of {k} models")
+        raise ConfigError(f"--arch {'-'.join(map(str, sizes))} --stack {k}: {many} need about {gib(need)}, and "
+                          f"{gib(free_bytes(device))} is free on {device}, of which the stacks may use {gib(room)}; "
+                          "time a smaller --stack or --arch")
+
+
 def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int, warmup: int = 20,
               precision: str = "fp32", rounds: int = 1, workers: int = 1) -> dict:
     """Every trainer timed `rounds` times, in turn (tuned, dataloader, each stack, then again): each
     figure is a trainer's median round, so that a slow spell of a shared machine lands on every trainer
     alike rather than on whichever ran during it. workers > 1 (a CPU): each stack size is also timed as
     that many stacks side by side."""
-    sizes = [int(n) for n in arch.split("-")]
-    if sizes[0] != 784 or sizes[-1] != 10:
-        raise ValueError(f"--arch {arch}: must start with 784 and end with 10 (MNIST)")
+    sizes = parse_arch(arch)
     check_precision(precision, device)
     # the stacks' GEMMs run on the kernels of their precision; emulated bf16 runs fp32's (step.py)
     kernels = bf16_kernels(device) if precision == "bf16" else precision

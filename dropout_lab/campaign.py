@@ -8,6 +8,7 @@ not), keeps this invocation's line of sessions.jsonl current, and hands the stac
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,9 +17,42 @@ from rich.console import Console
 
 from . import data as data_mod
 from . import tables
+from .config import Config, ConfigError
+from .guard import check_destination, check_source, claim
 from .results import Session, command_line, env_info, folder_lock, write_index
-from .runner import FailFast, Run, estimate_seconds, model_steps, plan, survey
+from .runner import FailFast, Run, survey
+from .stacks import check_memory, estimate_seconds, model_steps, plan
 from .sweep import Sweep, write_sweep_yaml
+
+
+def check_options(backend: str, max_stack: int | None, workers: int | None, gpus_per_stack: float) -> None:
+    """`sweep`'s own options, each refused with one line (ConfigError)."""
+    if backend not in ("local", "ray"):
+        raise ConfigError(f"--backend = {backend!r}: allowed: local, ray")
+    if max_stack is not None and max_stack < 1:
+        raise ConfigError(f"--max-stack = {max_stack}: must be >= 1")
+    if workers is not None and workers < 1:
+        raise ConfigError(f"--workers = {workers}: must be >= 1")
+    if workers is not None and workers > 1 and backend != "local":
+        raise ConfigError(f"--workers = {workers}: side-by-side stacks are for the local backend (Ray places its "
+                          "own tasks: --max-stack sets how many)")
+    if gpus_per_stack < 0:
+        raise ConfigError(f"--gpus-per-stack = {gpus_per_stack:g}: must be >= 0")
+    if backend == "ray" and importlib.util.find_spec("ray") is None:
+        raise ConfigError("--backend ray needs Ray: pip install 'dropout-lab[ray]' (or '.[ray]' in a checkout)")
+
+
+def preflight(cfgs: list[Config], root: Path, config: Path, device: torch.device, max_stack: int | None = None,
+              workers: int = 1) -> list[str]:
+    """What can be known wrong before any work, refused with one line (ConfigError): a results folder that
+    cannot be written or holds another config file's runs, a model that cannot fit in memory. Returns the
+    notes for what is adjusted rather than refused (--max-stack past memory)."""
+    try:
+        check_destination(root, "--out")
+        check_source(root, config)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+    return check_memory(cfgs, device, max_stack, workers)
 
 
 @dataclass
@@ -46,7 +80,7 @@ class Invocation:
         _, runs = self.survey()
         notes(runs)
         stacks = plan(runs, self.device, self.max_stack, self.workers)
-        for t in tables.plan_tables(self.sw, runs, stacks):
+        for t in tables.plan_tables(self.sw, runs, stacks, console.width):
             console.print(t)
         if not stacks:
             console.print("nothing left to train: every run is done")
@@ -66,6 +100,7 @@ class Invocation:
         SIGTERM) leaves every unfinished run checkpointed; FolderBusy if another process holds the folder."""
         command = command_line()
         with folder_lock(self.root):
+            claim(self.root, Path(config_path))
             every, runs = self.survey()
             notes(runs)
             stacks = plan(runs, self.device, self.max_stack, self.workers)
@@ -112,3 +147,46 @@ class Invocation:
             finally:
                 session.update(outcome)
         return runs
+
+
+def train_run(sw: Sweep, root: Path, config: Path, device: torch.device, datasets: dict[str, data_mod.Dataset],
+              force: bool, console: Console, notes, log) -> list[Run]:
+    """`dropout-lab run`: the config's dropout model and its control, under the folder's lock."""
+    from .local import execute
+
+    with folder_lock(root):
+        claim(root, config)
+        runs = survey(sw.runs, root, sw.values, force)
+        notes(runs)
+        for r in runs:
+            if r.status == "completed":
+                log(f"{r.id}: already completed, skipped (--force retrains)")
+            elif r.skipped:
+                log(f"{r.id}: diverged earlier, kept (--force retrains)")
+            elif r.status == "partial" and r.progress != (0, 0):
+                log(f"{r.id}: resuming from its checkpoint at epoch {r.progress[0]}, step {r.progress[1]}")
+        execute(runs, plan(runs, device), datasets, device, env_info(device), console)
+    return runs
+
+
+def seed_pairs(root: Path, cfg: Config) -> list[tuple[int, float, float]]:
+    """(seed, dropout's final test error, its control's) for every seed of this config completed in `root`,
+    this invocation's and earlier ones' (`run --set seed=N` adds seeds to one folder)."""
+    from .config import validate, yaml_load
+    from .readback import Damaged, read_summary, run_dirs
+
+    def unseeded(c: Config) -> str:
+        return c.model_copy(update={"seed": 0}).run_id()
+
+    want = {unseeded(cfg.run_config()): "dropout", unseeded(cfg.control()): "control"}
+    found: dict[int, dict[str, float]] = {}
+    for d in run_dirs(root):
+        try:
+            c = validate(yaml_load((d / "config.yaml").read_text()))
+            s = read_summary(d)
+        except (ConfigError, Damaged, OSError, ValueError):
+            continue  # a run this cannot read is not counted; `plot` and `report` name damaged files
+        if s and s["status"] == "completed" and (role := want.get(unseeded(c))):
+            found.setdefault(c.seed, {})[role] = s["final_test_error"]
+    return sorted((seed, e["dropout"], e["control"]) for seed, e in found.items() if len(e) == 2)
+

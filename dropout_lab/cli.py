@@ -1,13 +1,13 @@
 """The `dropout-lab` command line.
 
 Exit codes: 0 all completed; 1 a run failed or diverged, in this invocation or kept from an earlier one (a
-diverged run is kept until --force, and the results still lack it); 2 bad input, a damaged results file for
+diverged run is kept until --force, and the results still lack it), or another process holds the results
+folder; 2 bad input, refused before any work (campaign.preflight, guard.py), a damaged results file for
 `plot` included (`run` and `sweep` retrain a run whose files are damaged, and say so); 130 interrupted.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import sys
 from pathlib import Path
 
@@ -57,6 +57,16 @@ def _resolve(cfg_device: str, device: str | None, cfgs=(), precision: str | None
     return dev
 
 
+def _writable(path: Path, option: str, folder: bool = True) -> None:
+    """A destination refused before any work, so that nothing is computed only to be lost."""
+    from .guard import check_destination
+
+    try:
+        check_destination(path, option, folder)
+    except ValueError as e:
+        fail(str(e), 2)
+
+
 def _log(s: str) -> None:
     err_console.print(f"[dim]{s}[/dim]")
 
@@ -75,48 +85,38 @@ def run(
 
     A config's sweep: section is ignored here; `dropout-lab sweep CONFIG` runs it.
     """
-    from .local import execute
-    from .results import FolderBusy, env_info, folder_lock
-    from .runner import load_datasets, plan, survey
+    from .campaign import preflight, seed_pairs, train_run
+    from .results import FolderBusy
+    from .runner import load_datasets
     from .sweep import load_sweep
 
     try:
         sw = load_sweep(config, [*set_, *([f"precision={precision}"] if precision else [])], use_sweep=False,
                         scale=scale)
-        cfg = sw.base
+        cfg, root = sw.base, out / sw.base.name
         dev = _resolve(cfg.device, device, sw.runs, precision)
+        for note in preflight(sw.runs, root, config, dev):
+            _warn(note)
         datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
         fail(str(e), 2)
     except data_mod.DataError as e:
         fail(str(e), 1)
-
-    root = out / cfg.name
     err_console.print(f"[bold]{cfg.name}[/bold]: {len(sw.runs)} model(s) on {dev} in {cfg.precision}, "
-                      f"{cfg.optim.epochs} epochs, results in {root}/")
+                      f"{tables.plural(cfg.optim.epochs, 'epoch')}, results in {root}/")
     try:
-        with folder_lock(root):
-            runs = survey(sw.runs, root, sw.values, force)
-            _notes(runs)
-            for r in runs:
-                if r.status == "completed":
-                    _log(f"{r.id}: already completed, skipped (--force retrains)")
-                elif r.skipped:
-                    _log(f"{r.id}: diverged earlier, kept (--force retrains)")
-                elif r.status == "partial" and r.progress != (0, 0):
-                    _log(f"{r.id}: resuming from its checkpoint at epoch {r.progress[0]}, step {r.progress[1]}")
-            execute(runs, plan(runs, dev), datasets, dev, env_info(dev), err_console)
+        runs = train_run(sw, root, config, dev, datasets, force, err_console, _notes, _log)
     except FolderBusy as e:
         fail(str(e), 1)
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept, unfinished ones are checkpointed; the same command resumes", 130)
 
     name = cfg.name + (" (MNIST)" if cfg.data.dataset == "mnist" else "")
-    out_console.print(tables.run_table(name, runs))
+    out_console.print(tables.run_table(name, runs, out_console.width))
     for r in runs:
         out_console.print(f"  {'dropout' if r.summary.get('dropout') else 'control'}: {r.dir}", highlight=False)
-    if len(runs) == 2 and all(r.status == "completed" for r in runs):
-        out_console.print(tables.control_line(*(r.summary["final_test_error"] for r in runs)))
+    if len(runs) == 2 and all(r.status == "completed" for r in runs) and (pairs := seed_pairs(root, sw.runs[0])):
+        out_console.print(tables.control_line(pairs), highlight=False)
     _exit_on_failures(runs)
 
 
@@ -164,37 +164,29 @@ def sweep(
     scale: str = typer.Option("full", "--scale", help=SCALE_HELP),
 ) -> None:
     """Train every run of a sweep, packed into stacks; skip finished runs, resume partial ones."""
-    from .campaign import Invocation
+    from .campaign import Invocation, check_options, preflight
     from .local import default_workers
     from .results import FolderBusy
     from .runner import load_datasets
+    from .stacks import workers_that_fit
     from .sweep import load_sweep, select, shipped
 
     if config is None:
         found = [x for folder in (Path("configs/sweeps"), Path("configs/paper")) for x in shipped(folder)]
-        out_console.print(tables.shipped_table(found))
+        out_console.print(tables.shipped_table(found, out_console.width))
         return
     try:
-        if backend not in ("local", "ray"):
-            raise ConfigError(f"--backend = {backend!r}: allowed: local, ray")
-        if max_stack is not None and max_stack < 1:
-            raise ConfigError(f"--max-stack = {max_stack}: must be >= 1")
-        if workers is not None and workers < 1:
-            raise ConfigError(f"--workers = {workers}: must be >= 1")
-        if workers is not None and workers > 1 and backend != "local":
-            raise ConfigError(f"--workers = {workers}: side-by-side stacks are for the local backend (Ray places "
-                              "its own tasks: --max-stack sets how many)")
-        if gpus_per_stack < 0:
-            raise ConfigError(f"--gpus-per-stack = {gpus_per_stack:g}: must be >= 0")
-        if backend == "ray" and importlib.util.find_spec("ray") is None:
-            raise ConfigError("--backend ray needs Ray: pip install 'dropout-lab[ray]' (or '.[ray]' in a checkout)")
+        check_options(backend, max_stack, workers, gpus_per_stack)
         sw = load_sweep(config, [*set_, *([f"precision={precision}"] if precision else [])], grid, scale=scale)
         keep = select(sw, only)
         dev = _resolve(sw.base.device, device, sw.runs, precision)
         if workers is not None and workers > 1 and dev.type != "cpu":
             raise ConfigError(f"--workers = {workers}: side-by-side stacks are for a CPU, a core each; on {dev} "
                               "one stack at a time fills the device")
-        workers = workers or (default_workers(dev) if backend == "local" else 1)
+        # by default as many side by side as there are cores and as fit in memory
+        workers = workers or (workers_that_fit(sw.runs, dev, default_workers(dev)) if backend == "local" else 1)
+        for note in preflight(sw.runs, out / sw.base.name, config, dev, max_stack, workers):
+            _warn(note)
         datasets = load_datasets(sw.runs, log=_log)
     except ConfigError as e:
         fail(str(e), 2)
@@ -213,7 +205,7 @@ def sweep(
         fail(str(e), 1)
     except KeyboardInterrupt:
         fail("interrupted: finished runs are kept, unfinished ones are checkpointed; the same command resumes", 130)
-    out_console.print(tables.results_table(sw, runs))
+    out_console.print(tables.results_table(sw, runs, out_console.width))
     out_console.print(f"index: {inv.root / 'index.csv'}   plots: dropout-lab plot {inv.root}", highlight=False)
     _exit_on_failures(runs)
 
@@ -272,13 +264,16 @@ def report(
     for r in roots:
         if not r.is_dir():
             fail(f"results folder '{r}' not found", 2)
-    if out.suffix != ".md" or (out.parent.exists() and not out.parent.is_dir()):
-        fail(f"--out = {out}: must be a .md file in a folder (its figures go next to it, in report/)", 2)
+    if out.suffix != ".md":
+        fail(f"--out = {out}: must be a .md file (its figures go next to it, in report/)", 2)
+    _writable(out, "--out", folder=False)
+    _writable(out.parent / "report", "--out", folder=True)
     try:
         headline = build(roots, out, command_line(), _warn)
     except OSError as e:
         fail(f"--out = {out}: cannot write the report there ({e.strerror})", 1)
-    out_console.print(headline or "no Table 2 results yet", highlight=False, markup=False)
+    # Markdown as is: a table row wrapped at the terminal's width (or a pipe's 80) is no longer a row
+    out_console.print(headline or "no Table 2 results yet", highlight=False, markup=False, soft_wrap=True)
     out_console.print(f"report: {out}", highlight=False)
 
 
@@ -291,11 +286,12 @@ def beyond_ridge(
     from .results import command_line
     from .ridge import experiment
 
+    _writable(out, "--out")
     try:
         summary = experiment(out, quick=quick, command=command_line())
     except data_mod.DataError as e:
         fail(str(e), 1)
-    out_console.print(tables.ridge_table(summary))
+    out_console.print(tables.ridge_table(summary, out_console.width))
     out_console.print(f"results: {out}", highlight=False)
 
 
@@ -309,6 +305,7 @@ def beyond_features(
     from .features import experiment
     from .results import command_line
 
+    _writable(out, "--out")
     try:
         result = experiment(config, out, set_, command=command_line())
     except ConfigError as e:
@@ -317,7 +314,7 @@ def beyond_features(
         fail(str(e), 1)
     except ValueError as e:
         fail(str(e), 2)
-    out_console.print(tables.features_table(result))
+    out_console.print(tables.features_table(result, out_console.width))
     out_console.print(f"results: {out}", highlight=False)
 
 
@@ -336,24 +333,15 @@ def bench(
 ) -> None:
     """Time the stacked trainer against two plain PyTorch loops on one device: a tuned one (the baseline:
     data on the device, randperm batches) and a typical one (a DataLoader)."""
-    from .bench import benchmark, check_precision, write_json
+    from .bench import benchmark, check_args, write_json
 
     try:
-        dev = _resolve(device, None)
-        check_precision(precision, dev)
-        ks = [int(k) for k in stack.split(",")]
-        if rounds < 1:
-            raise ConfigError(f"--rounds = {rounds}: must be >= 1")
-        if workers < 1 or (workers > 1 and dev.type != "cpu"):
-            raise ConfigError(f"--workers = {workers}: must be >= 1, and 1 on a GPU (side-by-side stacks are for "
-                              "a CPU's cores)")
-        if any(k < 1 for k in ks) or steps < 1:
-            raise ValueError
+        dev = _resolve("auto", device)
+        ks = check_args(arch, stack, steps, rounds, workers, precision, dev)
     except ConfigError as e:
         fail(str(e), 2)
-    except ValueError:
-        fail(f"--stack = {stack!r}, --steps = {steps}: stack sizes are positive integers (e.g. 1,8,32), "
-             "steps >= 1", 2)
+    if json_path is not None:
+        _writable(json_path, "--json", folder=False)
     err_console.print(f"[dim]timing {arch} on {dev}: a GEMM probe, two fp32 baselines, {precision} stacks of "
                       f"{stack}, {steps} steps each, {tables.plural(rounds, 'round')}[/dim]")
     try:
@@ -361,7 +349,7 @@ def bench(
     except ValueError as e:
         fail(str(e), 2)
     out_console.print(tables.bench_header(result), highlight=False)
-    out_console.print(tables.bench_table(result))
+    out_console.print(tables.bench_table(result, out_console.width))
     if json_path is not None:
         write_json(result, json_path)
         out_console.print(f"wrote {json_path}", highlight=False)
@@ -391,7 +379,7 @@ def data_info() -> None:
         d = data_mod.load_mnist()
     except data_mod.DataError as e:
         fail(str(e), 1)
-    out_console.print(tables.mnist_table(path, d))
+    out_console.print(tables.mnist_table(path, d, out_console.width))
 
 
 def main() -> None:  # pragma: no cover

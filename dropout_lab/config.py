@@ -22,8 +22,9 @@ class ConfigError(ValueError):
 
 
 class _Strict(BaseModel):
-    # strict: a string is not silently a number; extra='forbid': a typo is an error, not a default.
-    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True)
+    # strict: a string is not silently a number; extra='forbid': a typo is an error, not a default;
+    # allow_inf_nan=False: no key gives infinity a meaning, and `lr: .inf` (or 1e400) would only diverge
+    model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False)
 
 
 class DropoutConfig(_Strict):
@@ -165,8 +166,14 @@ class SweepConfig(_Strict):
     seeds: list[int] | None = None  # repeats of every point, for mean ± std; null = the config's seed
 
 
+# folder names the project writes into results/ itself: a config of that name would write into them
+RESERVED_NAMES = ("report", "bench", "beyond")
+SCALE_SUFFIXES = ("-quick", "-medium")  # <name>-quick, <name>-medium: a shrunk sweep's folder (scale.py)
+
+
 class Config(_Strict):
-    name: str = "mnist"  # results go to <out>/<name>/
+    # results go to <out>/<name>/; a config file without one is named after the file (configs/foo.yaml: foo)
+    name: str = "mnist"
     seed: int = Field(default=0, ge=0)  # init, data order, subset and dropout masks all derive from it
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda if available, else cpu
     # arithmetic of the training GEMMs (step.py): fp32; bf16 operands and products with fp32 weights,
@@ -190,7 +197,11 @@ class Config(_Strict):
     @classmethod
     def _folder_name(cls, name: str) -> str:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
-            raise ValueError("must be a folder name: letters, digits, '_', '.', '-'")
+            raise ValueError("must be a folder name: ASCII letters a-z and A-Z, digits, '_', '.', '-', "
+                             "starting with a letter or digit")
+        if name.lower() in RESERVED_NAMES or name.lower().endswith(".md"):
+            raise ValueError(f"is reserved: results/ holds the project's own {', '.join(RESERVED_NAMES)} folders "
+                             "and REPORT.md; choose another name")
         return name
 
     # ----- derived facts, kept here so every module agrees on them -----
@@ -276,8 +287,30 @@ _Loader.add_implicit_resolver(
 )
 
 
+class DuplicateKey(yaml.MarkedYAMLError):
+    """A mapping that gives one key twice: YAML keeps the last silently, and the first is lost."""
+
+
+def _unique_keys(node, path: tuple = ()) -> None:
+    if isinstance(node, yaml.MappingNode):
+        first: dict = {}
+        for k, v in node.value:
+            key = k.value if isinstance(k, yaml.ScalarNode) else str(k.start_mark)
+            if key in first:
+                dotted = ".".join((*path, key))
+                raise DuplicateKey(problem=f"key '{dotted}' is given twice (lines {first[key] + 1} and "
+                                           f"{k.start_mark.line + 1}), and the second would replace the first",
+                                   problem_mark=k.start_mark)
+            first[key] = k.start_mark.line
+            _unique_keys(v, (*path, key))
+    elif isinstance(node, yaml.SequenceNode):
+        for i, v in enumerate(node.value):
+            _unique_keys(v, (*path[:-1], f"{path[-1]}[{i}]") if path else (f"[{i}]",))
+
+
 def yaml_load(text: str):
-    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader subclass)
+    _unique_keys(yaml.compose(text, Loader=_Loader))  # noqa: S506 (a SafeLoader subclass)
+    return yaml.load(text, Loader=_Loader)  # noqa: S506
 
 
 def _format_error(err: ValidationError, allowed_of) -> str:
@@ -295,7 +328,10 @@ def _format_error(err: ValidationError, allowed_of) -> str:
         msg = "must be a section of keys"
     if e["type"] == "literal_error":
         msg = "allowed: " + e["msg"].removeprefix("Input should be ").replace("'", "")
-    return f"{key} = {json.dumps(value, default=str)}: {msg}"
+    if e["type"] == "finite_number":  # .inf, .nan, or a number past float range such as 1e400
+        msg = "must be a finite number"
+    shown = repr(value) if isinstance(value, float) else json.dumps(value, default=str, ensure_ascii=False)
+    return f"{key} = {shown}: {msg}"
 
 
 def _allowed_keys(path: list[str]) -> list[str]:
@@ -345,20 +381,38 @@ def apply_override(raw: dict, key: str, value: Any) -> None:
 
 
 def read_yaml(path: str | Path) -> dict:
+    """A config file's mapping, with `name` (when it gives none) taken from the file's name."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"config file '{path}' is a folder; give a YAML file, e.g. configs/mnist.yaml")
     if not path.is_file():
         raise ConfigError(f"config file '{path}' not found")
     try:
-        raw = yaml_load(path.read_text())
+        raw = yaml_load(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"config file '{path}': not UTF-8 text (byte 0x{e.object[e.start]:02x} at offset "
+                          f"{e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise ConfigError(f"config file '{path}': cannot be read ({e.strerror})") from None
+    except DuplicateKey as e:
+        raise ConfigError(f"config file '{path}': {e.problem}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark else ""
         problem = getattr(e, "problem", None) or str(e).splitlines()[0]
         raise ConfigError(f"config file '{path}': malformed YAML{where}: {problem}") from None
-    if raw is None:
-        raw = {}
+    if raw is None:  # all defaults would train the default net into results/mnist/: say what is wanted
+        raise ConfigError(f"config file '{path}' is empty: give at least the keys to change "
+                          "(configs/mnist.yaml is an example)")
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}': expected a mapping of keys, got {type(raw).__name__}")
+    if "name" not in raw:  # unrelated configs must not share the default's folder (see results.claim)
+        try:
+            Config._folder_name(path.stem)
+        except ValueError as e:
+            raise ConfigError(f"config file '{path}' gives no name:, and its file name '{path.stem}' cannot be "
+                              f"the results folder's: it {e}; add name: to the file") from None
+        raw["name"] = path.stem
     return raw
 
 

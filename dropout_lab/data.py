@@ -232,6 +232,13 @@ def fetch(from_dir: Path | None = None, directory: Path | None = None, digests: 
     online=False tries only the cache and `from_dir`.
     """
     path = (directory or cache_dir()) / CACHE_FILE
+    if not path.is_file():  # a cache that cannot be written is said before the download, not after it
+        from .guard import check_destination
+
+        try:
+            check_destination(path.parent, "the MNIST cache ($DROPOUT_LAB_DATA)")
+        except ValueError as e:
+            raise DataError(str(e)) from None
     sources: list[tuple[str, Callable[[], dict]]] = [("cache", lambda: _read_cache(path))]
     if from_dir is not None:
         sources.append((f"IDX files in {from_dir}", lambda: from_idx_dir(from_dir)))
@@ -291,6 +298,7 @@ def spiral(seed: int = 0, points_per_class: int = SPIRAL_POINTS, classes: int = 
 
 
 # training pool of each dataset, before any validation split or subset: what a config's sizes are cut from
+DIMS = {"mnist": (784, 10), "spiral": (2, SPIRAL_CLASSES)}  # (inputs, classes) of each dataset
 TRAIN_POOL = {"mnist": MNIST_SHAPES["y_train"][0], "spiral": SPIRAL_POINTS * SPIRAL_CLASSES // 2}
 
 

@@ -27,6 +27,7 @@ from . import data as data_mod  # noqa: E402
 from .config import Config, ConfigError, load  # noqa: E402
 from .results import atomic_write, env_info, save_figure  # noqa: E402
 from .runner import check_sizes  # noqa: E402
+from .stacks import check_memory  # noqa: E402
 from .train import StackTrainer, pack, resolve_device  # noqa: E402
 
 LOW = 0.1  # a unit whose mean activation over the test images is below this counts as near-silent
@@ -53,9 +54,11 @@ def train_pair(cfg: Config) -> StackTrainer:
     if len(pack(pair)) != 1:  # e.g. width_rule: scaled widens only the dropout net
         raise ConfigError("the dropout net and its control differ in structure and cannot share one stack "
                           "(use model.width_rule=fixed)")
+    device = resolve_device(cfg.device)
+    check_memory(pair, device)
     data = data_mod.load(cfg.data.dataset)
     check_sizes(cfg, data)
-    tr = StackTrainer(pair, data, resolve_device(cfg.device))
+    tr = StackTrainer(pair, data, device)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("epochs"),
                TimeElapsedColumn(), TextColumn("{task.fields[note]}"))
     with Progress(*columns) as progress:

@@ -55,7 +55,7 @@ def execute(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], datasets: dict
             keep_checkpoints: bool = False, fail_fast: bool = False, tick: Callable[[], None] = lambda: None,
             workers: int = 1) -> None:
     """Train `stacks`, updating each Run; `after_stack` runs after each (the sweep's index), `tick` after
-    every epoch (the session record). workers > 1: that many stacks at a time (runner.plan split them)."""
+    every epoch (the session record). workers > 1: that many stacks at a time (stacks.plan split them)."""
     total_runs = len(runs)
     lock = threading.Lock()  # the display, the Runs and the callbacks are shared by the worker threads
     errors: list[BaseException] = []

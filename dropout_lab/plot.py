@@ -52,7 +52,11 @@ def choose_folders(results: list[Path], x: str | None, y: str | None) -> tuple[l
     Named folders are drawn; with none, every folder under results/ whose inputs changed since it was
     last drawn (with --x, only sweeps; with --x or --y, all of them)."""
     for folder in results:
-        if not folder.is_dir() or not run_dirs(folder):
+        if not folder.exists():
+            raise ValueError(f"results folder '{folder}' not found")
+        if not folder.is_dir():
+            raise ValueError(f"results folder '{folder}' is a file, not a folder")
+        if not run_dirs(folder):
             raise ValueError(f"results folder '{folder}' has no runs")
     if results:
         return results, []

@@ -116,7 +116,10 @@ def precision_info(precision: str, device: torch.device) -> dict:
 
 def command_line() -> str:
     """The command as typed, with no machine path in it."""
-    return shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]])
+    program = [Path(sys.argv[0]).name]
+    if program == ["__main__.py"]:  # as typed: python -m dropout_lab
+        program = ["python", "-m", "dropout_lab"]
+    return shlex.join([*program, *sys.argv[1:]])
 
 
 def env_info(device: torch.device, workers: int = 1) -> dict:
@@ -319,7 +322,19 @@ def write_index(folder: Path, rows: list[dict], keys: list[str]) -> None:
     w.writeheader()
     for r in rows:
         w.writerow({c: cell(r.get(c)) for c in columns})
-    atomic_write(folder / "index.csv", buf.getvalue())
+    write_if_changed(folder / "index.csv", buf.getvalue())
+
+
+def write_if_changed(path: Path, text: str, same: Callable[[str], bool] | None = None) -> None:
+    """atomic_write, unless the file already holds this (same(old text) decides where given): a finished
+    sweep run again leaves its committed records, and git, as they were."""
+    try:
+        old = path.read_text()
+        if (same or text.__eq__)(old):
+            return
+    except (OSError, UnicodeDecodeError):
+        pass
+    atomic_write(path, text)
 
 
 class Session:

@@ -1,4 +1,4 @@
-"""Run a list of run configs: survey what is done, pack the rest into stacks, train, never lose work.
+"""Run a list of run configs: survey what is done, train the stacks stacks.py packs, never lose work.
 
 Used by `dropout-lab run` (a dropout model and its control) and by sweeps, with the local backend in
 local.py and the Ray backend in distributed.py; both train a stack through `run_stack`. A run's folder
@@ -9,8 +9,6 @@ interrupted run is visibly partial and resumes where its checkpoint left it.
 from __future__ import annotations
 
 import json
-import math
-import os
 import signal
 import threading
 import time
@@ -26,7 +24,7 @@ from .config import Config, ConfigError
 from .evaluate import mc_evaluate
 from .readback import Damaged, check_run, read_env
 from .results import CHECKPOINT, RunWriter, atomic_write, load_checkpoint, remove_checkpoint, save_checkpoint
-from .train import StackTrainer, pack, steps_per_epoch, structure_key, train_stack
+from .train import StackTrainer, steps_per_epoch, train_stack
 
 
 @dataclass
@@ -46,12 +44,23 @@ class Run:
 
 
 def check_sizes(cfg: Config, dataset: data_mod.Dataset) -> None:
-    try:
-        data_mod.check_sizes(len(dataset.y_train), cfg.data.train_size, cfg.data.validation_size)
-    except ValueError as e:
-        key = "data.train_size" if cfg.data.train_size else "data.validation_size"
-        value = cfg.data.train_size or cfg.data.validation_size
-        raise ConfigError(f"{key} = {value}: {e} ({dataset.name})") from None
+    """The subset sizes and the batch against the dataset, each error naming the keys that cause it."""
+    n, train, held = len(dataset.y_train), cfg.data.train_size, cfg.data.validation_size
+    if held >= n:
+        raise ConfigError(f"data.validation_size = {held}: must be less than {n:,}, the size of the {dataset.name} "
+                          "training set (some images must be left to train on)")
+    if train and train + held > n:
+        raise ConfigError(f"data.train_size = {train} with data.validation_size = {held}: together at most {n:,}, "
+                          f"the size of the {dataset.name} training set")
+    images = train or n - held
+    updates = cfg.optim.epochs * steps_per_epoch(images, cfg.optim.batch_size)
+    if cfg.optim.l1 > 0 and cfg.optim.l1_after >= updates:  # deepnet applies L1 on steps t > l1_after - 1
+        raise ConfigError(f"optim.l1_after = {cfg.optim.l1_after}: the run makes {updates:,} updates, so optim.l1 = "
+                          f"{cfg.optim.l1:g} would never apply; at most {updates - 1}")
+    if cfg.optim.batch_size > images:  # one step of all the images an epoch: not what a batch size says
+        source = f"data.train_size = {train}" if train else f"{n:,} less data.validation_size = {held}"
+        raise ConfigError(f"optim.batch_size = {cfg.optim.batch_size}: more than the {images:,} training images "
+                          f"({source}); at most {images}")
 
 
 def load_datasets(cfgs: Sequence[Config], log=lambda s: None) -> dict[str, data_mod.Dataset]:
@@ -108,85 +117,6 @@ def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = N
             run.note = (f"{run.dir / CHECKPOINT} cannot be resumed (unreadable, another run's, an older trainer's, "
                         "or its metrics rows are gone): that run is retrained from scratch")
     return runs
-
-
-# ----------------------------------------------------------------------------------------------
-# planning: stacks of one structure and one resume point, capped by memory
-
-
-def model_bytes(cfg: Config, n_in: int = 784, n_out: int = 10) -> int:
-    """A generous estimate of one model's device memory in a stack (float32)."""
-    sizes = [n_in, *cfg.widths(), n_out]
-    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
-    copies = 3 if cfg.optim.name == "sgd" else 4  # weights, grads, velocity (+ Adam's second moment)
-    if cfg.precision == "bf16":
-        copies += 1.5  # the step's bf16 weight copies and their fp32 form where bf16 is emulated (step.py)
-    # per hidden unit of a batch: pre-activation, activation, mask, dropped copy, their grads
-    activations = 8 * cfg.optim.batch_size * sum(sizes)
-    held = cfg.data.validation_size * n_in + 2 * (cfg.data.train_size or 60_000)  # val set, index tensors
-    return int(4 * (copies * params + activations + held))
-
-
-def free_bytes(device: torch.device) -> int:
-    if device.type == "cuda":
-        return torch.cuda.mem_get_info(device)[0]
-    try:  # MemAvailable counts the page cache the kernel would give back; "free" memory does not
-        for line in Path("/proc/meminfo").read_text().splitlines():
-            if line.startswith("MemAvailable:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    try:
-        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
-    except (ValueError, OSError, AttributeError):
-        return 4 << 30
-
-
-def stack_cap(cfg: Config, device: torch.device, max_stack: int | None = None, workers: int = 1) -> int:
-    if max_stack:
-        return max_stack
-    free = free_bytes(device) // workers  # stacks training side by side share the memory
-    usable = max(free - (1 << 30) // workers, free // 2)  # room for the data pool, evaluation, allocator slack
-    return max(1, int(0.6 * usable // model_bytes(cfg)))
-
-
-def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None,
-         workers: int = 1) -> list[list[Run]]:
-    """Unfinished runs packed into stacks: one structure and one resume point per stack, at most the cap.
-
-    workers > 1: a stack with more than a worker's share of the work is halved (a model's numbers do not
-    depend on its stack), until there are at least `workers` stacks and none holds more than its share
-    unless it is a single model; the costliest go first, so that the workers finish together.
-    """
-    todo = [r for r in runs if not r.skipped]
-    stacks = []
-    by_progress: dict[tuple, list[Run]] = {}
-    for r in todo:
-        by_progress.setdefault(r.progress, []).append(r)
-    for group in by_progress.values():
-        for members in pack([r.cfg for r in group]):
-            cap = stack_cap(group[members[0]].cfg, device, max_stack, workers)
-            for i in range(0, len(members), cap):
-                stacks.append([group[j] for j in members[i:i + cap]])
-    if workers <= 1:
-        return stacks
-    share = sum(map(stack_cost, stacks)) / workers
-    while True:
-        big = max((s for s in stacks if len(s) > 1), key=stack_cost, default=None)
-        if big is None or (len(stacks) >= workers and stack_cost(big) <= share):
-            break
-        i = stacks.index(big)
-        stacks[i:i + 1] = [big[:len(big) // 2], big[len(big) // 2:]]
-    return sorted(stacks, key=stack_cost, reverse=True)
-
-
-def stack_cost(stack: Sequence[Run]) -> float:
-    """A stack's work left, in parameter-updates: enough to order stacks for the workers."""
-    c = stack[0].cfg
-    sizes = [784, *c.widths(), 10]
-    params = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
-    n = c.data.train_size or data_mod.TRAIN_POOL[c.data.dataset] - c.data.validation_size
-    return len(stack) * params * (c.optim.epochs - stack[0].progress[0]) * steps_per_epoch(n, c.optim.batch_size)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -298,64 +228,3 @@ def run_stack(runs: Sequence[Run], data: data_mod.Dataset, device: torch.device,
         if not keep_checkpoints:
             remove_checkpoint(runs[i].dir)
     return [summaries[i] for i in range(len(runs))]
-
-
-def _steps_per_epoch(c: Config, data: data_mod.Dataset) -> int:
-    return steps_per_epoch(c.data.train_size or (len(data.y_train) - c.data.validation_size), c.optim.batch_size)
-
-
-def model_steps(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset]) -> int:
-    """Weight updates left in the plan, summed over models: the sweep's size in one number."""
-    return sum(len(s) * ((c := s[0].cfg).optim.epochs * _steps_per_epoch(c, datasets[c.data.dataset])
-                         - s[0].progress[1]) for s in stacks)
-
-
-def _probe(cfg: Config, data: data_mod.Dataset, device: torch.device, k: int, steps: int) -> tuple[float, float]:
-    """(seconds per model-step, seconds per model-evaluation) of a small stack of this structure."""
-    tr = StackTrainer([cfg.model_copy(update={"seed": s}) for s in range(k)], data, device)
-    tr.begin_epoch()
-    n = max(1, min(steps, tr.steps_per_epoch - 1))
-    tr.train_step()  # warm-up: allocation, kernel choice
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t = time.perf_counter()
-    for _ in range(n):
-        if tr.s == tr.steps_per_epoch:
-            tr.begin_epoch()
-        tr.train_step()
-    sync()
-    t_step = (time.perf_counter() - t) / n / k
-    t = time.perf_counter()
-    tr.epoch_metrics()  # the test (and validation) pass that ends every epoch
-    sync()
-    return t_step, (time.perf_counter() - t) / k
-
-
-def estimate_seconds(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset],
-                     device: torch.device, workers: int = 1, steps: int = 4) -> float:
-    """Wall seconds for the plan, from a few timed steps of a small stack of each structure: a rough guide.
-    workers > 1: timed on one torch thread, as each worker trains, and shared among the workers."""
-    threads = torch.get_num_threads()
-    if workers > 1:
-        torch.set_num_threads(1)
-    try:
-        each = _estimates(stacks, datasets, device, steps)
-    finally:
-        torch.set_num_threads(threads)
-    return max(sum(each) / workers, max(each, default=0.0))
-
-
-def _estimates(stacks, datasets, device, steps) -> list[float]:
-    probes: dict[tuple, tuple[float, float]] = {}
-    out = []
-    for stack in stacks:
-        c = stack[0].cfg
-        data = datasets[c.data.dataset]
-        key = structure_key(c)
-        if key not in probes:
-            probes[key] = _probe(c, data, device, min(4, len(stack)), steps)
-        step, evaluation = probes[key]
-        epochs = c.optim.epochs - stack[0].progress[0]
-        passes = math.ceil(epochs / c.eval.every)  # test passes: every eval.every epochs and the last
-        out.append(len(stack) * (epochs * _steps_per_epoch(c, data) * step + passes * evaluation))
-    return out

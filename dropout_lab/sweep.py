@@ -18,8 +18,17 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from .config import Config, ConfigError, SweepConfig, apply_override, parse_override, validate, yaml_load
-from .results import atomic_write
+from .config import (
+    SCALE_SUFFIXES,
+    Config,
+    ConfigError,
+    SweepConfig,
+    apply_override,
+    parse_override,
+    validate,
+    yaml_load,
+)
+from .results import write_if_changed
 from .scale import SCALES
 from .scale import apply as apply_scale
 
@@ -135,7 +144,12 @@ def value_at(cfg: Config, key: str) -> Any:
     return node
 
 
-def expand(raw: dict, grid_args: list[str] = (), scale: str = "full") -> Sweep:
+def fmt_values(spec: SweepConfig, key: str) -> str:
+    vals = spec.grid.get(key) or next(g[key] for g in spec.zip if key in g)
+    return f"{len(vals)} values: {', '.join(map(str, vals[:6]))}{', ...' if len(vals) > 6 else ''}"
+
+
+def expand(raw: dict, grid_args: list[str] = (), scale: str = "full", set_keys: Sequence[str] = ()) -> Sweep:
     """raw: the config mapping with --set overrides applied. Returns every run of the sweep, validated.
 
     scale 'quick' or 'medium' shrinks every point (scale.py) and sends the sweep to the folder <name>-<scale>.
@@ -143,13 +157,30 @@ def expand(raw: dict, grid_args: list[str] = (), scale: str = "full") -> Sweep:
     raw = copy.deepcopy(raw)
     if scale not in SCALES:
         raise ConfigError(f"--scale {scale}: allowed {', '.join(SCALES)}")
+    if raw.get("scale", "full") != "full":  # set by --scale, which shrinks the runs; the key alone only labels them
+        raise ConfigError(f"scale = {raw['scale']!r}: a run's scale is set by --scale {raw['scale']}, which shrinks "
+                          "it; as a key it would label full-size runs as shrunk")
+    name = raw.get("name", Config().name)
+    if isinstance(name, str) and name.endswith(SCALE_SUFFIXES):
+        raise ConfigError(f"name = {name!r}: names ending in {' or '.join(SCALE_SUFFIXES)} are the folders of "
+                          "--scale quick and medium; give the config its own name and run it with --scale")
     if scale != "full":
-        raw["name"] = f"{raw.get('name', Config().name)}-{scale}"
+        raw["name"] = f"{name}-{scale}"
     base = validate(raw)
     spec = base.sweep or SweepConfig()
+    swept = {k: "sweep.grid" for k in spec.grid} | {k: f"sweep.zip[{z}]" for z, g in enumerate(spec.zip) for k in g}
     for text in grid_args:
         key, vals = parse_grid_arg(text)
+        if key in swept:  # replacing the axis would silently drop its other values (and their runs)
+            raise ConfigError(f"--grid {key}: {swept[key]} already sweeps it ({fmt_values(spec, key)}); a key is "
+                              f"swept once: edit the config, or train some of its values with --only {key}=V")
         spec.grid[key] = vals
+        swept[key] = "--grid"
+    for key in set_keys:  # a base value every point replaces would be ignored without a word
+        if key in swept or (key == "seed" and (spec.seeds is not None or "seed" in swept)):
+            where = swept.get(key, "sweep.seeds")
+            raise ConfigError(f"--set {key}: {where} sweeps it, so every run replaces the value set; train some of "
+                              f"its values with --only {key}=V, or sweep others with a config of your own")
     _seed_axis(spec, "--grid seed" if any(parse_grid_arg(t)[0] == "seed" for t in grid_args) else "sweep.grid.seed")
     base = base.model_copy(update={"sweep": spec})
     grid, zips = _axes(spec)
@@ -235,11 +266,14 @@ def load_sweep(path: str | Path, overrides: list[str] = (), grid_args: list[str]
     from .config import read_yaml
 
     raw = read_yaml(path)
+    keys = []
     for text in overrides:
-        apply_override(raw, *parse_override(text))
+        key, value = parse_override(text)
+        apply_override(raw, key, value)
+        keys.append(key)
     if not use_sweep:
         raw.pop("sweep", None)
-    return expand(raw, grid_args, scale)
+    return expand(raw, grid_args, scale, keys)
 
 
 def write_sweep_yaml(folder: Path, sweep: Sweep, config_path: str, command: str) -> None:
@@ -258,7 +292,14 @@ def write_sweep_yaml(folder: Path, sweep: Sweep, config_path: str, command: str)
         "run_ids": [c.run_id() for c in sweep.runs],
         "base": sweep.base.model_dump(mode="json", exclude={"sweep"}),
     }
-    atomic_write(folder / "sweep.yaml", yaml.safe_dump(record, sort_keys=False))
+    def same(old: str) -> bool:  # the command that last wrote it is not a change of the sweep
+        try:
+            had = yaml.safe_load(old)
+        except yaml.YAMLError:
+            return False
+        return isinstance(had, dict) and {**had, "command": command} == record
+
+    write_if_changed(folder / "sweep.yaml", yaml.safe_dump(record, sort_keys=False), same)
 
 
 def shipped(folder: Path = Path("configs/sweeps")) -> list[tuple[Path, str, int | str]]:
@@ -267,7 +308,17 @@ def shipped(folder: Path = Path("configs/sweeps")) -> list[tuple[Path, str, int 
     for path in sorted(folder.glob("*.yaml")):
         try:
             s = load_sweep(path)
-            out.append((path, s.base.sweep.description, len(s.runs)))
+            spec = s.base.sweep
+            about = spec.description or (_first_comment(path) if not (spec.grid or spec.zip or spec.seeds) else "")
+            out.append((path, about, len(s.runs)))
         except ConfigError as e:
             out.append((path, "", f"error: {e}"))
     return out
+
+
+def _first_comment(path: Path) -> str:
+    """A run config (no sweep: section) is described by its first comment line."""
+    for line in path.read_text().splitlines():
+        if line.startswith("#") and line.strip("# "):
+            return "run config: " + line.strip("# ")
+    return "run config"

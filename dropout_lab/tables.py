@@ -4,9 +4,70 @@ prints them. Numbers are percentages on screen (fractions in files); narrow term
 from __future__ import annotations
 
 import statistics
+from dataclasses import dataclass, field, replace
 
 from rich import box
 from rich.table import Table
+
+
+@dataclass
+class Col:
+    head: str
+    cells: list[str] = field(default_factory=list)
+    short: str | None = None  # the header where the full one does not fit
+    right: bool = False
+    wrap: bool = False  # text that may wrap at its spaces; numbers and ids never do
+    brief: list[str] | None = None  # shorter cells where the full ones do not fit (a run id's hash)
+    drop: int | None = None  # left out where nothing else makes the table fit, lowest first; None: never
+
+
+def _natural(c: Col, wrapped: bool = False) -> int:
+    """The column's width unwrapped, or where it wraps at spaces, its longest word's."""
+    cells = [w for cell in c.cells for w in cell.split()] if wrapped else c.cells
+    return max(len(c.head), *map(len, cells or [""]))
+
+
+def _frame(n: int, compact: bool) -> int:
+    """Characters a table of n columns spends on borders and padding (rich's box and padding below)."""
+    return 2 * (n - 1) if compact else 3 * n + 1
+
+
+def _need(cols: list[Col], compact: bool) -> int:
+    return sum(_natural(c, c.wrap) for c in cols) + _frame(len(cols), compact)
+
+
+def fitted(cols: list[Col], width: int, title: str = "", borders: bool = True) -> Table:
+    """A table of these columns that fits `width` characters without cutting a cell: where the full table
+    is too wide it loses its borders, then takes the short headers and the brief cells, then lets text wrap,
+    and last leaves columns out (lowest `drop` first), which its title names."""
+    full = [replace(c, wrap=False) for c in cols]
+    cols = [replace(c, head=c.short or c.head, cells=c.brief or c.cells) for c in cols]
+    stages = [(full, not borders), (full, True), ([replace(c, wrap=False) for c in cols], True), (cols, True)]
+    for rank in sorted({c.drop for c in cols if c.drop is not None}):
+        cols = [c for c in cols if c.drop != rank]
+        stages.append((cols, True))
+    n = next((i for i, (cs, k) in enumerate(stages) if _need(cs, k) <= width), len(stages) - 1)
+    shown, compact = stages[n]
+    left = [c.head for c in stages[3][0] if n > 3 and c.head not in {s.head for s in shown}]
+    note = f" ({', '.join(left)}: left out to fit {width} columns)" if left else ""
+    wraps = [c for c in shown if c.wrap]
+    if wraps:  # share the room left among the wrapping columns, as wide as their text up to that
+        room = width - _frame(len(shown), compact) - sum(_natural(c) for c in shown if not c.wrap)
+        least = {id(c): _natural(c, True) for c in wraps}  # each its longest word, the rest shared out
+        spare, extra = max(0, room - sum(least.values())), sum(_natural(c) - least[id(c)] for c in wraps) or 1
+        widths = {id(c): min(_natural(c), least[id(c)] + spare * (_natural(c) - least[id(c)]) // extra)
+                  for c in wraps}
+    t = Table(title=title + note if title else None, caption=note.strip(" ()") if note and not title else None,
+              caption_justify="left", title_justify="left", box=box.SIMPLE_HEAD if compact
+              else box.HEAVY_HEAD, show_edge=not compact, pad_edge=not compact,
+              padding=(0, 0, 0, 1) if compact else (0, 1))
+    for c in shown:
+        t.add_column(c.head, justify="right" if c.right else "left", no_wrap=not c.wrap,
+                     overflow="fold" if c.wrap else "ellipsis",
+                     width=widths[id(c)] if c.wrap else None, min_width=None if c.wrap else _natural(c))
+    for row in zip(*(c.cells for c in shown)):
+        t.add_row(*row)
+    return t
 
 
 def pct(x) -> str:
@@ -48,55 +109,62 @@ def status(r) -> str:
     return {"completed": "done", "failed": "failed (retried)"}.get(r.status, r.status)
 
 
-def run_table(name: str, runs) -> Table:
+def run_table(name: str, runs, width: int = 80) -> Table:
     """`dropout-lab run`: the dropout model and its control, side by side."""
-    table = Table(title=f"{name}: test error")
-    for col in ("model", "status", "final test", "best test", "final train", "epochs", "seconds"):
-        table.add_column(col, justify="left" if col in ("model", "status") else "right")
-    for r in runs:
-        s = r.summary
-        state = s["status"] + (" (earlier)" if r.status == "completed" else " (kept; --force retrains)") \
-            if r.skipped else s["status"]
-        table.add_row("dropout" if s.get("dropout") else "control", state, pct(s["final_test_error"]),
-                      pct(s["best_test_error"]), pct(s["final_train_error"]), str(s["epochs_completed"]),
-                      f"{s['wall_seconds']:.1f}")
-    return table
+    ss = [r.summary for r in runs]
+    states = [s["status"] + (" (earlier)" if r.status == "completed" else " (kept; --force retrains)")
+              if r.skipped else s["status"] for r, s in zip(runs, ss)]
+    cols = [Col("model", ["dropout" if s.get("dropout") else "control" for s in ss]),
+            Col("status", states, wrap=True),
+            *(Col(head, [pct(s[key]) for s in ss], right=True, short=short) for head, key, short in (
+                ("final test", "final_test_error", "test"), ("best test", "best_test_error", "best"),
+                ("final train", "final_train_error", "train"))),
+            Col("epochs", [str(s["epochs_completed"]) for s in ss], right=True),
+            Col("seconds", [f"{s['wall_seconds']:.1f}" for s in ss], short="s", right=True)]
+    return fitted(cols, width, f"{name}: test error")
 
 
-def plan_tables(sw, runs, stacks) -> list[Table]:
+def plan_tables(sw, runs, stacks, width: int = 80) -> list[Table]:
     """`sweep --dry-run`: every run with its swept values and state, then the stacks they train in."""
-    t = Table(title=f"{sw.base.name}: {plural(len(runs), 'run')}", title_justify="left")
-    t.add_column("#", justify="right", no_wrap=True)
-    t.add_column("run id", overflow="fold")  # the one column that wraps on a narrow terminal
-    for col in (*map(head, sw.keys), "seed", "dropout", "status"):
-        t.add_column(col, no_wrap=True)
-    for i, r in enumerate(runs, 1):
-        t.add_row(str(i), r.id, *(fmt(r.values[k]) for k in sw.keys), str(r.cfg.seed),
-                  "yes" if r.cfg.has_dropout else "no", status(r))
+    cols = [Col("#", [str(i) for i in range(1, len(runs) + 1)], right=True),
+            Col("run id", [r.id for r in runs], short="id", brief=[r.id.rsplit("-", 1)[-1] for r in runs], drop=2),
+            *(text_col(head(k), [fmt(r.values[k]) for r in runs]) for k in sw.keys),
+            Col("seed", [str(r.cfg.seed) for r in runs]),
+            Col("dropout", ["yes" if r.cfg.has_dropout else "no" for r in runs], short="drop", drop=1),
+            Col("status", [status(r) for r in runs], wrap=True)]
+    t = fitted(cols, width, f"{sw.base.name}: {plural(len(runs), 'run')}")
     if not stacks:
         return [t]
-    s_t = Table(title=f"{plural(len(stacks), 'stack')} (runs of one structure train together, as one set of "
-                      "batched ops)", title_justify="left")
-    for col in ("stack", "K", "layers", "act.", "dropout", "train n", "batch", "epochs", "from"):
-        s_t.add_column(col, no_wrap=True)
-    for n, s in enumerate(stacks, 1):
-        c = s[0].cfg
-        kinds = {r.cfg.model.dropout.kind for r in s if r.cfg.has_dropout} or {"none"}
-        s_t.add_row(str(n), str(len(s)), "-".join(map(str, c.widths())), c.model.activation, kinds.pop(),
-                    str(c.data.train_size or "all"), str(c.optim.batch_size), str(c.optim.epochs),
-                    f"epoch {s[0].progress[0]}" if s[0].progress != (0, 0) else "start")
-    return [t, s_t]
+    cs = [s[0].cfg for s in stacks]
+    kinds = [({r.cfg.model.dropout.kind for r in s if r.cfg.has_dropout} or {"none"}).pop() for s in stacks]
+    s_cols = [Col("stack", [str(n) for n in range(1, len(stacks) + 1)], short="#", right=True),
+              Col("K", [str(len(s)) for s in stacks], right=True),
+              Col("layers", ["-".join(map(str, c.widths())) for c in cs]),
+              Col("act.", [c.model.activation for c in cs]),
+              Col("dropout", kinds),
+              Col("train n", [str(c.data.train_size or "all") for c in cs], short="n", right=True),
+              Col("batch", [str(c.optim.batch_size) for c in cs], right=True, drop=1),
+              Col("epochs", [str(c.optim.epochs) for c in cs], right=True),
+              Col("from", [f"epoch {s[0].progress[0]}" if s[0].progress != (0, 0) else "start" for s in stacks])]
+    return [t, fitted(s_cols, width, f"{plural(len(stacks), 'stack')} (runs of one structure train together, "
+                                     "as one set of batched ops)")]
 
 
-def results_table(sw, runs) -> Table:
+def text_col(name: str, cells: list[str]) -> Col:
+    """A swept key's column: its values wrap where they are text with spaces (a label), never otherwise."""
+    return Col(name, cells, short=SHORT.get(name), wrap=any(" " in c for c in cells))
+
+
+# headers of swept keys where the full one does not fit
+SHORT = {"activation": "act.", "max_norm": "c", "p_hidden": "p_h", "p_input": "p_in", "momentum_end": "m_end",
+         "weight_decay": "L2", "train_size": "n", "width_rule": "rule", "precision": "prec."}
+
+
+def results_table(sw, runs, width: int = 80) -> Table:
     """The end of a sweep: mean ± std over seeds of each point."""
     groups: dict[tuple, list] = {}
     for r in sorted(runs, key=lambda r: not r.cfg.has_dropout):  # controls last
         groups.setdefault((*(fmt(r.values[k]) for k in sw.keys), r.cfg.has_dropout), []).append(r)
-    t = Table(title=f"{sw.base.name}: final error, mean ± std over seeds", title_justify="left")
-    heads = [*map(head, sw.keys), "dropout"]
-    for col in (*heads, "seeds", "test error", "train error", "status"):
-        t.add_column(col, justify="left" if col in (*heads, "status") else "right")
 
     def ms(xs):
         xs = [100 * x for x in xs if x is not None]
@@ -104,22 +172,24 @@ def results_table(sw, runs) -> Table:
             return "-"
         return f"{statistics.fmean(xs):.2f} ± {statistics.pstdev(xs):.2f}%" if len(xs) > 1 else f"{xs[0]:.2f}%"
 
-    for key, members in groups.items():
-        done = [r.summary for r in members if r.status == "completed"]
-        t.add_row(*key[:-1], "yes" if key[-1] else "no", str(len(done)),
-                  ms([s["final_test_error"] for s in done]), ms([s["final_train_error"] for s in done]),
-                  ", ".join(sorted({r.status for r in members})))
-    return t
+    done = [[r.summary for r in members if r.status == "completed"] for members in groups.values()]
+    keys = list(groups)
+    cols = [*(text_col(head(k), [key[i] for key in keys]) for i, k in enumerate(sw.keys)),
+            Col("dropout", ["yes" if key[-1] else "no" for key in keys], short="drop", drop=1),
+            Col("seeds", [str(len(d)) for d in done], short="n", right=True),
+            Col("test error", [ms([s["final_test_error"] for s in d]) for d in done], short="test", right=True),
+            Col("train error", [ms([s["final_train_error"] for s in d]) for d in done], short="train", right=True,
+                drop=2),
+            Col("status", [", ".join(sorted({r.status for r in m})) for m in groups.values()], wrap=True)]
+    return fitted(cols, width, f"{sw.base.name}: final error, mean ± std over seeds")
 
 
-def shipped_table(found) -> Table:
+def shipped_table(found, width: int = 80) -> Table:
     """`dropout-lab sweep` with no config: the sweeps that ship, (path, description, runs) each."""
-    t = Table(title="shipped sweeps: dropout-lab sweep FILE [--dry-run] [--scale quick]", title_justify="left")
-    for col in ("config", "runs", "what it reproduces"):
-        t.add_column(col, overflow="fold")
-    for path, description, count in found:
-        t.add_row(str(path), str(count), description)
-    return t
+    cols = [Col("config", [str(p) for p, _, _ in found]),
+            Col("runs", [str(n) for _, _, n in found], right=True, wrap=any(isinstance(n, str) for _, _, n in found)),
+            Col("what it reproduces", [d for _, d, _ in found], short="what", wrap=True)]
+    return fitted(cols, width, "shipped sweeps: dropout-lab sweep FILE [--dry-run] [--scale quick|medium]")
 
 
 def bench_header(result: dict) -> str:
@@ -134,55 +204,75 @@ def bench_header(result: dict) -> str:
             "vs tuned, vs loader: over the tuned loop (the baseline) and the DataLoader loop")
 
 
-def bench_table(result: dict) -> Table:
-    # no borders and short headers: it fits 80 columns
-    table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 0, 0, 1))
-    for col in ("trainer", "steps/s", "vs tuned", "vs loader", "TFLOP/s", "of peak", "peak MiB", "1M steps"):
-        table.add_column(col, justify="left" if col == "trainer" else "right")
-    for t in result["timings"]:
-        table.add_row(t["name"], f"{t['steps_per_s_per_model']:,.0f}", f"{t['ratio_vs_baseline']:.2f}x",
-                      f"{t['ratio_vs_dataloader']:.2f}x", f"{t['tflops']:.3f}",
-                      "-" if t["peak_fraction"] is None else f"{100 * t['peak_fraction']:.0f}%",
-                      "-" if t["peak_memory_mb"] is None else f"{t['peak_memory_mb']:,.0f}",
-                      f"{1e6 / t['steps_per_s_per_model'] / 60:,.0f} min")
-    return table
+def bench_table(result: dict, width: int = 80) -> Table:
+    ts = result["timings"]
+
+    def col(head, f, **kw):
+        return Col(head, [f(t) for t in ts], right=True, **kw)
+
+    cols = [Col("trainer", [t["name"] for t in ts]),
+            col("steps/s", lambda t: f"{t['steps_per_s_per_model']:,.0f}"),
+            col("vs tuned", lambda t: f"{t['ratio_vs_baseline']:.2f}x"),
+            col("vs loader", lambda t: f"{t['ratio_vs_dataloader']:.2f}x", drop=3),
+            col("TFLOP/s", lambda t: f"{t['tflops']:.3f}"),
+            col("of peak", lambda t: "-" if t["peak_fraction"] is None else f"{100 * t['peak_fraction']:.0f}%"),
+            col("peak MiB", lambda t: "-" if t["peak_memory_mb"] is None else f"{t['peak_memory_mb']:,.0f}",
+                short="MiB", drop=1 if all(t["peak_memory_mb"] is None for t in ts) else 2),
+            col("1M steps", lambda t: f"{1e6 / t['steps_per_s_per_model'] / 60:,.0f} min")]
+    return fitted(cols, width, borders=False)  # no borders: it fits 80 columns as it is
 
 
-def ridge_table(summary: dict) -> Table:
-    t = Table(title="section 9.1 on MNIST softmax regression (short CPU run)")
-    for col in ("method", "drop q", "test error", "train error", "seeds"):
-        t.add_column(col, justify="left" if col == "method" else "right")
-    for r in summary["results"]:
-        t.add_row(r["label"], f"{r['q']:g}", f"{100 * r['test_error_mean']:.2f} ± {100 * r['test_error_std']:.2f}%",
-                  f"{100 * r['train_error_mean']:.2f}%", str(r["n_seeds"]))
-    return t
+def ridge_table(summary: dict, width: int = 80) -> Table:
+    rs = summary["results"]
+    cols = [Col("method", [r["label"] for r in rs], wrap=True),
+            Col("drop q", [f"{r['q']:g}" for r in rs], short="q", right=True),
+            Col("test error", [f"{100 * r['test_error_mean']:.2f} ± {100 * r['test_error_std']:.2f}%" for r in rs],
+                short="test", right=True),
+            Col("train error", [f"{100 * r['train_error_mean']:.2f}%" for r in rs], short="train", right=True),
+            Col("seeds", [str(r["n_seeds"]) for r in rs], short="n", right=True)]
+    return fitted(cols, width, "section 9.1 on MNIST softmax regression (short CPU run)")
 
 
-def features_table(result: dict) -> Table:
-    t = Table(title="first hidden layer on the test images, dropout off")
-    for col in ("net", "test error", "mean activation", "activations = 0", "units with mean < 0.1"):
-        t.add_column(col, justify="left" if col == "net" else "right")
-    for name, m in result["models"].items():
-        t.add_row(name.replace("_", " "), f"{100 * m['test_error']:.2f}%", f"{m['mean_activation']:.3f}",
-                  f"{100 * m['frac_zero']:.1f}%", f"{100 * m['frac_low_units']:.1f}%")
-    return t
+def features_table(result: dict, width: int = 80) -> Table:
+    ms = list(result["models"].items())
+    cols = [Col("net", [name.replace("_", " ") for name, _ in ms], wrap=True),
+            Col("test error", [f"{100 * m['test_error']:.2f}%" for _, m in ms], short="test", right=True),
+            Col("mean activation", [f"{m['mean_activation']:.3f}" for _, m in ms], short="mean", right=True),
+            Col("activations = 0", [f"{100 * m['frac_zero']:.1f}%" for _, m in ms], short="= 0", right=True),
+            Col("units with mean < 0.1", [f"{100 * m['frac_low_units']:.1f}%" for _, m in ms],
+                short="mean < 0.1", right=True)]
+    return fitted(cols, width, "first hidden layer on the test images, dropout off")
 
 
-def control_line(drop: float, ctrl: float) -> str:
-    """`run`'s last line: the dropout net against its control."""
-    verdict = "beats" if drop < ctrl else "does not beat"
-    return (f"dropout {verdict} its control: {pct(drop)} vs {pct(ctrl)} final test error "
-            f"({100 * (drop - ctrl):+.2f} percentage points)")
+def control_line(pairs) -> str:
+    """`run`'s last line: the dropout net against its control over every seed done, [(seed, drop, ctrl)], with
+    the gap against its spread; one seed's gap is shown as what it is."""
+    gaps = [100 * (d - c) for _, d, c in pairs]
+    if len(pairs) == 1:
+        seed, d, c = pairs[0]
+        return (f"seed {seed}: dropout {pct(d)} vs control {pct(c)} final test error ({gaps[0]:+.2f} points); one "
+                "seed cannot tell a gap from seed noise: --set seed=1 and seed=2 add seeds to this folder")
+    mean, sd = statistics.fmean(gaps), statistics.stdev(gaps)
+    se = sd / len(gaps) ** 0.5
+    ahead = sum(g < 0 for g in gaps)
+    verdict = ("dropout beats its control" if mean < -2 * se else
+               "dropout does worse than its control" if mean > 2 * se else
+               "dropout and its control are within seed noise")
+    return (f"{verdict} over {len(pairs)} seeds: gap {mean:+.2f} ± {sd:.2f} points (mean ± std; dropout ahead "
+            f"on {ahead} of {len(pairs)}), {'beyond' if abs(mean) > 2 * se else 'within'} twice its standard "
+            f"error {se:.2f}")
 
 
-def mnist_table(path, d) -> Table:
+def mnist_table(path, d, width: int = 80) -> Table:
     """`data info`: each split's size, shape, pixel statistics and label counts."""
     import numpy as np
 
-    table = Table(title=f"MNIST ({path}, checksums verified)")
-    for col in ("split", "images", "shape", "pixel mean", "pixel std", "label counts 0-9"):
-        table.add_column(col)
-    for split, x, y in (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test)):
-        table.add_row(split, str(len(y)), "x".join(map(str, x.shape)), f"{x.mean():.4f}", f"{x.std():.4f}",
-                      " ".join(map(str, np.bincount(y, minlength=10))))
-    return table
+    splits = (("train", d.x_train, d.y_train), ("test", d.x_test, d.y_test))
+    cols = [Col("split", [s for s, _, _ in splits]),
+            Col("images", [f"{len(y):,}" for _, _, y in splits], right=True),
+            Col("shape", ["x".join(map(str, x.shape)) for _, x, _ in splits], drop=1),
+            Col("pixel mean", [f"{x.mean():.4f}" for _, x, _ in splits], short="mean", right=True),
+            Col("pixel std", [f"{x.std():.4f}" for _, x, _ in splits], short="std", right=True),
+            Col("label counts 0-9", [" ".join(map(str, np.bincount(y, minlength=10))) for _, _, y in splits],
+                short="labels 0-9", wrap=True)]
+    return fitted(cols, width, f"MNIST ({path}, checksums verified)")

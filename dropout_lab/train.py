@@ -23,10 +23,20 @@ from .results import CHECKPOINT_FORMAT
 
 
 def resolve_device(name: str) -> torch.device:
+    """auto, cpu, cuda or cuda:N, checked against this machine. ValueError: one line for the user."""
+    n = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    allowed = ", ".join(["auto", "cpu", *(["cuda"] + [f"cuda:{i}" for i in range(n)] if n else [])])
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device = cuda: no CUDA device is available (allowed here: auto, cpu)")
+        return torch.device("cuda" if n else "cpu")
+    if name == "cpu":
+        return torch.device("cpu")
+    head, _, index = name.partition(":")
+    if head != "cuda" or (index and not index.isdigit()):
+        raise ValueError(f"device = {name!r}: not a device dropout-lab trains on (allowed here: {allowed})")
+    if not n:
+        raise ValueError(f"device = {name!r}: no CUDA device is available (allowed here: {allowed})")
+    if index and int(index) >= n:
+        raise ValueError(f"device = {name!r}: this machine has {n} CUDA device(s) (allowed here: {allowed})")
     return torch.device(name)
 
 

@@ -13,9 +13,10 @@ from dropout_lab.readback import read_metrics
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def cli(*args, cwd=None, timeout=600):
-    """Run `python -m dropout_lab ARGS` as a user would; returns the CompletedProcess."""
-    env = {**os.environ, "COLUMNS": "200"}
+def cli(*args, cwd=None, timeout=600, columns=200):
+    """Run `python -m dropout_lab ARGS` as a user would, its output piped (as into a file or a CI log) at
+    `columns` characters; returns the CompletedProcess."""
+    env = {**os.environ, "COLUMNS": str(columns)}
     return subprocess.run([sys.executable, "-m", "dropout_lab", *map(str, args)], cwd=cwd or ROOT,
                           capture_output=True, text=True, timeout=timeout, env=env)
 

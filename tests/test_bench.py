@@ -143,7 +143,7 @@ def test_bench_command_writes_json_and_rejects_bad_stacks(tmp_path):
     r = cli("bench", "--device", "cpu", "--stack", "0,4")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     r = cli("bench", "--device", "cpu", "--arch", "100-10")
-    assert r.returncode == 2 and "--arch 100-10" in r.stderr
+    assert r.returncode == 2 and "--arch = '100-10'" in r.stderr
 
 
 def test_gemm_probe_measures_each_arithmetic():

@@ -388,10 +388,10 @@ def test_readme_opens_with_the_reports_headline_table(tmp_path):
 
 def test_report_bad_out_and_unsweepable_scale_are_one_line_errors(tmp_path):
     (tmp_path / "file").write_text("")
-    for out in (tmp_path / "file" / "REPORT.md", tmp_path / "report.txt"):
+    for out, why in ((tmp_path / "file" / "REPORT.md", f"'{tmp_path / 'file'}' is a file, not a folder"),
+                     (tmp_path / "report.txt", "must be a .md file (its figures go next to it, in report/)")):
         r = cli("report", tmp_path, "--out", out)
-        assert r.returncode == 2 and r.stderr.strip() == (
-            f"error: --out = {out}: must be a .md file in a folder (its figures go next to it, in report/)")
+        assert r.returncode == 2 and r.stderr.strip() == f"error: --out = {out}: {why}"
     assert not (tmp_path / "report").exists()
     r = cli("sweep", PAPER / "fig11.yaml", "--dry-run", "--grid", "scale=full,quick")
     assert r.returncode == 2

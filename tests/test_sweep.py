@@ -8,11 +8,12 @@ import time
 import pytest
 import yaml
 
-from dropout_lab import local, runner
+from dropout_lab import local, runner, stacks
 from dropout_lab.config import ConfigError
 from dropout_lab.readback import read_metrics, read_sessions, read_summary
 from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock
-from dropout_lab.runner import plan, survey
+from dropout_lab.runner import survey
+from dropout_lab.stacks import plan
 from dropout_lab.sweep import expand, load_sweep, select, shipped
 
 from conftest import ROOT, cli, curves, index
@@ -198,10 +199,10 @@ def test_packing_keeps_one_structure_per_stack_and_respects_the_cap(tmp_path):
 def test_memory_cap_shrinks_with_model_size():
     small = expand({**BASE}).runs[0]
     big = expand({**BASE, "model": {"hidden": [4096, 4096, 4096]}}).runs[0]
-    assert runner.model_bytes(big) > 100 * runner.model_bytes(small)
+    assert stacks.model_bytes(big) > 100 * stacks.model_bytes(small)
     cpu = runner.torch.device("cpu")
-    assert runner.stack_cap(big, cpu) < runner.stack_cap(small, cpu)
-    assert runner.stack_cap(big, cpu, max_stack=2) == 2
+    assert stacks.stack_cap(big, cpu) < stacks.stack_cap(small, cpu)
+    assert stacks.stack_cap(big, cpu, max_stack=2) == 2
 
 
 # ----------------------------------------------------------------------------------------------
@@ -378,7 +379,7 @@ def test_a_diverging_run_is_isolated_and_listed(tmp_path):
 def test_fail_fast_stops_at_a_divergence_and_checkpoints_the_rest(tmp_path):
     path = write_config(tmp_path, {"grid": {"optim.lr": [0.1, 1e6]}}, baseline=False,
                         optim={**BASE["optim"], "max_norm": None, "lr_decay": 1.0})
-    r = cli("sweep", path, "--out", tmp_path / "res", "--fail-fast")
+    r = cli("sweep", path, "--out", tmp_path / "res", "--fail-fast", "--workers", "1")  # one stack: no race
     assert r.returncode == 1 and "--fail-fast" in r.stderr
     rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
     assert rows["1000000.0"]["status"] == "diverged" and rows["0.1"]["status"] == "partial"
@@ -394,7 +395,8 @@ def test_a_checkpoint_of_an_older_trainer_is_not_resumed(tmp_path):
 
     path = write_config(tmp_path, {"grid": {"optim.lr": [0.1, 1e6]}}, baseline=False,
                         optim={**BASE["optim"], "max_norm": None, "lr_decay": 1.0})
-    cli("sweep", path, "--out", tmp_path / "res", "--fail-fast")
+    # one stack, so that the divergence stops the other run at the same step, however loaded the machine
+    cli("sweep", path, "--out", tmp_path / "res", "--fail-fast", "--workers", "1")
     rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
     ckpt = tmp_path / "res" / "tiny" / rows["0.1"]["run_id"] / "checkpoint.pt"
     state = torch.load(ckpt, weights_only=True)

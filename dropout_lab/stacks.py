@@ -1,0 +1,211 @@
+"""Planning a list of runs: which train together (stacks of one structure and one resume point), how
+many fit in memory, what is refused for memory before any work, and what the plan costs in model-steps
+and, from a few timed steps, in wall time. runner.py trains the stacks this plans.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from . import data as data_mod
+from .config import Config, ConfigError
+from .runner import Run
+from .train import StackTrainer, pack, steps_per_epoch, structure_key
+
+# ----------------------------------------------------------------------------------------------
+# planning: stacks of one structure and one resume point, capped by memory
+
+
+def layer_sizes(cfg: Config) -> list[int]:
+    n_in, n_out = data_mod.DIMS[cfg.data.dataset]
+    return [n_in, *cfg.widths(), n_out]
+
+
+def model_bytes(cfg: Config) -> int:
+    """A generous estimate of one model's device memory in a stack (float32)."""
+    sizes = layer_sizes(cfg)
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    copies = 3 if cfg.optim.name == "sgd" else 4  # weights, grads, velocity (+ Adam's second moment)
+    if cfg.precision == "bf16":
+        copies += 1.5  # the step's bf16 weight copies and their fp32 form where bf16 is emulated (step.py)
+    # per hidden unit of a batch: pre-activation, activation, mask, dropped copy, their grads
+    activations = 8 * cfg.optim.batch_size * sum(sizes)
+    held = cfg.data.validation_size * sizes[0] + 2 * (cfg.data.train_size or 60_000)  # val set, index tensors
+    return int(4 * (copies * params + activations + held))
+
+
+def free_bytes(device: torch.device) -> int:
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:  # MemAvailable counts the page cache the kernel would give back; "free" memory does not
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return 4 << 30
+
+
+def budget(device: torch.device, workers: int = 1) -> float:
+    """Bytes one stack may use: stacks training side by side share the memory, and part of it is left for
+    the data pool, evaluation and the allocator's slack."""
+    free = free_bytes(device) // workers
+    return 0.6 * max(free - (1 << 30) // workers, free // 2)
+
+
+def fits(cfg: Config, device: torch.device, workers: int = 1) -> int:
+    """How many models of this structure one stack may hold in memory (0: not even one)."""
+    return int(budget(device, workers) // model_bytes(cfg))
+
+
+def stack_cap(cfg: Config, device: torch.device, max_stack: int | None = None, workers: int = 1) -> int:
+    """Models per stack: as many as fit, at most --max-stack (check_memory has said where it cannot have them)."""
+    return max(1, min(max_stack or math.inf, fits(cfg, device, workers)))
+
+
+def workers_that_fit(cfgs: Sequence[Config], device: torch.device, wanted: int) -> int:
+    """The most stacks, up to `wanted`, that can train side by side with a model of each structure."""
+    return max([w for w in range(1, wanted + 1) if all(fits(c, device, w) for c in cfgs)] or [1])
+
+
+def gib(n: float) -> str:
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:,.0f} MiB"
+
+
+def check_memory(cfgs: Sequence[Config], device: torch.device, max_stack: int | None = None,
+                 workers: int = 1) -> list[str]:
+    """Refuse (ConfigError), before any work, a run whose one model cannot fit in memory; returns a note for
+    each structure where --max-stack asks for more models per stack than fit, which then get what fits."""
+    notes, seen = [], set()
+    for c in cfgs:
+        key = structure_key(c)
+        if key in seen:
+            continue
+        seen.add(key)
+        n, need = fits(c, device, workers), model_bytes(c)
+        shape = "-".join(map(str, layer_sizes(c)))
+        room = (f"{gib(free_bytes(device))} is free on {device}, of which a stack may use "
+                f"{gib(budget(device, workers))}" + (f" ({workers} train side by side)" if workers > 1 else ""))
+        if n == 0 and fits(c, device) > 0:
+            raise ConfigError(f"--workers {workers}: one {shape} model needs about {gib(need)}, and {room}; "
+                              f"use --workers {max(w for w in range(1, workers) if fits(c, device, w))}")
+        if n == 0:
+            raise ConfigError(f"model.hidden = {c.model.hidden}: one {shape} model needs about {gib(need)} "
+                              f"(weights, gradients, velocity, a batch's activations), and {room}; narrow the net")
+        if max_stack and max_stack > n:
+            notes.append(f"--max-stack {max_stack}: {shape} models need about {gib(need)} each, and {room}: "
+                         f"its stacks hold {n}")
+    return notes
+
+
+def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None,
+         workers: int = 1) -> list[list[Run]]:
+    """Unfinished runs packed into stacks: one structure and one resume point per stack, at most the cap.
+
+    workers > 1: a stack with more than a worker's share of the work is halved (a model's numbers do not
+    depend on its stack), until there are at least `workers` stacks and none holds more than its share
+    unless it is a single model; the costliest go first, so that the workers finish together.
+    """
+    todo = [r for r in runs if not r.skipped]
+    stacks = []
+    by_progress: dict[tuple, list[Run]] = {}
+    for r in todo:
+        by_progress.setdefault(r.progress, []).append(r)
+    for group in by_progress.values():
+        for members in pack([r.cfg for r in group]):
+            cap = stack_cap(group[members[0]].cfg, device, max_stack, workers)
+            for i in range(0, len(members), cap):
+                stacks.append([group[j] for j in members[i:i + cap]])
+    if workers <= 1:
+        return stacks
+    share = sum(map(stack_cost, stacks)) / workers
+    while True:
+        big = max((s for s in stacks if len(s) > 1), key=stack_cost, default=None)
+        if big is None or (len(stacks) >= workers and stack_cost(big) <= share):
+            break
+        i = stacks.index(big)
+        stacks[i:i + 1] = [big[:len(big) // 2], big[len(big) // 2:]]
+    return sorted(stacks, key=stack_cost, reverse=True)
+
+
+def stack_cost(stack: Sequence[Run]) -> float:
+    """A stack's work left, in parameter-updates: enough to order stacks for the workers."""
+    c = stack[0].cfg
+    sizes = layer_sizes(c)
+    params = sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    n = c.data.train_size or data_mod.TRAIN_POOL[c.data.dataset] - c.data.validation_size
+    return len(stack) * params * (c.optim.epochs - stack[0].progress[0]) * steps_per_epoch(n, c.optim.batch_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# the plan's cost
+
+
+def _steps_per_epoch(c: Config, data: data_mod.Dataset) -> int:
+    return steps_per_epoch(c.data.train_size or (len(data.y_train) - c.data.validation_size), c.optim.batch_size)
+
+
+def model_steps(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset]) -> int:
+    """Weight updates left in the plan, summed over models: the sweep's size in one number."""
+    return sum(len(s) * ((c := s[0].cfg).optim.epochs * _steps_per_epoch(c, datasets[c.data.dataset])
+                         - s[0].progress[1]) for s in stacks)
+
+
+def _probe(cfg: Config, data: data_mod.Dataset, device: torch.device, k: int, steps: int) -> tuple[float, float]:
+    """(seconds per model-step, seconds per model-evaluation) of a small stack of this structure."""
+    tr = StackTrainer([cfg.model_copy(update={"seed": s}) for s in range(k)], data, device)
+    tr.begin_epoch()
+    n = max(1, min(steps, tr.steps_per_epoch - 1))
+    tr.train_step()  # warm-up: allocation, kernel choice
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    sync()
+    t = time.perf_counter()
+    for _ in range(n):
+        if tr.s == tr.steps_per_epoch:
+            tr.begin_epoch()
+        tr.train_step()
+    sync()
+    t_step = (time.perf_counter() - t) / n / k
+    t = time.perf_counter()
+    tr.epoch_metrics()  # the test (and validation) pass that ends every epoch
+    sync()
+    return t_step, (time.perf_counter() - t) / k
+
+
+def estimate_seconds(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset],
+                     device: torch.device, workers: int = 1, steps: int = 4) -> float:
+    """Wall seconds for the plan, from a few timed steps of a small stack of each structure: a rough guide.
+    workers > 1: timed on one torch thread, as each worker trains, and shared among the workers."""
+    threads = torch.get_num_threads()
+    if workers > 1:
+        torch.set_num_threads(1)
+    try:
+        each = _estimates(stacks, datasets, device, steps)
+    finally:
+        torch.set_num_threads(threads)
+    return max(sum(each) / workers, max(each, default=0.0))
+
+
+def _estimates(stacks, datasets, device, steps) -> list[float]:
+    probes: dict[tuple, tuple[float, float]] = {}
+    out = []
+    for stack in stacks:
+        c = stack[0].cfg
+        data = datasets[c.data.dataset]
+        key = structure_key(c)
+        if key not in probes:
+            probes[key] = _probe(c, data, device, min(4, len(stack)), steps)
+        step, evaluation = probes[key]
+        epochs = c.optim.epochs - stack[0].progress[0]
+        passes = math.ceil(epochs / c.eval.every)  # test passes: every eval.every epochs and the last
+        out.append(len(stack) * (epochs * _steps_per_epoch(c, data) * step + passes * evaluation))
+    return out
