@@ -263,7 +263,7 @@ def report(
     roots = list(results or [Path("results")])
     for r in roots:
         if not r.is_dir():
-            fail(f"results folder '{r}' not found", 2)
+            fail(f"results folder '{r}' " + ("is a file, not a folder" if r.exists() else "not found"), 2)
     if out.suffix != ".md":
         fail(f"--out = {out}: must be a .md file (its figures go next to it, in report/)", 2)
     _writable(out, "--out", folder=False)
