@@ -384,11 +384,11 @@ def check_args(arch: str, stack: str, steps: int, rounds: int, workers: int, pre
 
 def check_memory_for(sizes: list[int], k: int, workers: int, precision: str, device: torch.device) -> None:
     """The largest stack (and its side-by-side copies) must fit, as a sweep's would (stacks.check_memory)."""
-    from .stacks import budget, free_bytes, gib, model_bytes
+    from .stacks import budget, fits, free_bytes, gib, model_bytes
 
     cfg = load(None, [f"model.hidden={sizes[1:-1]}", f"precision={precision}"])
-    need, room = model_bytes(cfg) * k * workers, budget(device)
-    if need > room:
+    if fits(cfg, device, workers) < k:
+        need, room = model_bytes(cfg) * k * workers, budget(device)
         many = (f"{workers} stacks of {k} models" if workers > 1 else
                 "one model" if k == 1 else f"a stack of {k} models")
         raise ConfigError(f"--arch {'-'.join(map(str, sizes))} --stack {k}: {many} need about {gib(need)}, and "

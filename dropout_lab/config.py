@@ -406,7 +406,7 @@ def read_yaml(path: str | Path) -> dict:
                           "(configs/mnist.yaml is an example)")
     if not isinstance(raw, dict):
         raise ConfigError(f"config file '{path}': expected a mapping of keys, got {type(raw).__name__}")
-    if "name" not in raw:  # unrelated configs must not share the default's folder (see results.claim)
+    if "name" not in raw:  # unrelated configs must not share the default's folder (see guard.py)
         try:
             Config._folder_name(path.stem)
         except ValueError as e:

@@ -24,7 +24,8 @@ from .config import Config, ConfigError
 from .evaluate import mc_evaluate
 from .readback import Damaged, check_run, read_env
 from .results import CHECKPOINT, RunWriter, atomic_write, load_checkpoint, remove_checkpoint, save_checkpoint
-from .train import StackTrainer, steps_per_epoch, train_stack
+from .scale import updates as run_updates
+from .train import StackTrainer, train_stack
 
 
 @dataclass
@@ -53,7 +54,7 @@ def check_sizes(cfg: Config, dataset: data_mod.Dataset) -> None:
         raise ConfigError(f"data.train_size = {train} with data.validation_size = {held}: together at most {n:,}, "
                           f"the size of the {dataset.name} training set")
     images = train or n - held
-    updates = cfg.optim.epochs * steps_per_epoch(images, cfg.optim.batch_size)
+    updates = run_updates(cfg, n)
     if cfg.optim.l1 > 0 and cfg.optim.l1_after >= updates:  # deepnet applies L1 on steps t > l1_after - 1
         raise ConfigError(f"optim.l1_after = {cfg.optim.l1_after}: the run makes {updates:,} updates, so optim.l1 = "
                           f"{cfg.optim.l1:g} would never apply; at most {updates - 1}")
