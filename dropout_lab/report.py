@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import paper
+from . import paper, verdicts
 from .readback import Damaged, read_metrics
 from .results import atomic_write, save_figure
 from .verdicts import Result, find, mc_results, met_line, pm, precision_of, stats, targets, verdict, verdict_line
@@ -236,6 +236,39 @@ def claims_table(found: dict, scales=SCALES) -> list[str]:
     return md
 
 
+def variants_lines(variants: list[Result], found: dict) -> list[str]:
+    """A row per variant folder: what it changed against its paper config's folder, and the claim's verdict."""
+    if not variants:
+        return []
+    md = ["", "## Variants: what a claim needs", "",
+          "Paper configs swept under a name of their own with a factor changed (`--set name=...`), to show what a "
+          "claim needs where it does not hold at its scale. *changed* lists the resolved keys in which a variant "
+          "differs from the paper config's folder at the same scale; `--only` filters show in the command.", "",
+          "| claim | folder | scale | changed | runs | verdict | the numbers | sweep wall time | command |",
+          "|---|---|---|---|---|---|---|---|---|"]
+    for res in variants:
+        key = verdicts.claim_of(res)
+        v, nums = verdict(key, res)
+        judged = verdict_line(v) if v is not None else "no verdict"  # too few runs to judge the claim
+        changed = "; ".join(verdicts.differences(res, found.get((key, res.scale)))) or "—"
+        wall = sum(s["wall_seconds"] for s in res.sessions)
+        md.append(f"| {paper.CLAIMS[key][0] if key in paper.CLAIMS else key} | {res.folder.name} | {res.scale} | "
+                  f"{changed} | {len(res.rows)} | {judged} | {nums} | {hours(wall)} | "
+                  f"`{res.meta.get('command', '?')}` |")
+    return md
+
+
+def suite_times(found: dict) -> str:
+    """The sweep sessions summed per scale: the suite's wall time, with how many of its configs ran."""
+    parts = []
+    for scale in SCALES:
+        ran = [res for (k, s), res in found.items() if s == scale]
+        if ran:
+            w = sum(x["wall_seconds"] for res in ran for x in res.sessions)
+            parts.append(f"{scale} {w / 60:,.1f} min ({len(ran)} of {len(paper.CONFIGS)} configs)")
+    return ", ".join(parts)
+
+
 def headline(found: dict) -> str:
     """The README's opening: Table 2's rows at the largest scale it ran (at full scale only the rows that
     ran), then the claims at the largest scale where any ran."""
@@ -258,9 +291,10 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
     md = ["# dropout-lab: the paper's MNIST results next to ours", "",
           f"Made by `{command}` from the results folders, with no training. Errors are MNIST test errors in %, "
           "ours as mean ± sample std over seeds (n seeds). *full* rows ran the config as written. *medium* rows "
-          "ran at the medium scale (scale.py: hidden widths / 4, at most 30,000 weight updates, the config's "
-          "data), *quick* rows at the quick scale (widths / 8, 2,000 updates, 10,000 training images): they show "
-          "the paper's claims and trends, not its numbers. *units at c*: the share of units whose incoming weight "
+          "ran at the medium scale (scale.py: hidden widths / 4, at most 20,000 weight updates, 10,000 training "
+          "images unless the config chooses its subsets, and the exceptions in its OVERRIDES), *quick* rows at "
+          "the quick scale (widths / 8, 2,000 updates, 10,000 training images): they show the paper's claims and "
+          "trends, not its numbers. *units at c*: the share of units whose incoming weight "
           "vector ends at the max-norm bound c (mean over seeds; — for rows without max-norm), which says whether "
           "the constraint is live. *wall time per run*: each run's own wall time (the runs of a stack train "
           "together and share it).", ""]
@@ -285,6 +319,7 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
             md += ["Out of scope: " + "; ".join(f"{r.label} ({r.error:.2f})" for r in t.out_of_scope)
                    + f": {t.why_out}.", ""]
     md += ["## The paper's claims", "", *claims_table(found)]
+    md += variants_lines(variants := verdicts.find_variants(roots), found)
     md += ["", "## Long-term targets", "", "| target | met? | the numbers |", "|---|---|---|"]
     md += [f"| {t} | {met_line(v)} | {nums} |" for t, v, nums in targets(found)]
     md.append("")
@@ -312,7 +347,8 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
     md += ["## Provenance", "", "| config | scale | runs | sweep wall time (s) | run time, summed (s) | devices | "
            "precision | commits | versions |", "|---|---|---|---|---|---|---|---|---|"]
     total = wall = 0.0
-    for (key, scale), res in sorted(found.items()):
+    for key, scale, res in [*((k, s, r) for (k, s), r in sorted(found.items())),
+                            *((r.folder.name, r.scale, r) for r in variants)]:
         total += res.seconds
         w = sum(s["wall_seconds"] for s in res.sessions)
         wall += w
@@ -321,8 +357,9 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
                   f"{', '.join(res.commits)} | "
                   f"{'; '.join(res.versions)} |")
     md += ["", f"Sweep wall time: {wall / 60:,.1f} min, the sum of the `sweep` sessions that trained these runs "
-           f"(sessions.jsonl). Run time, summed: {total / 60:,.1f} min, each run's own wall time; the runs of a "
-           "stack train together and share it.", ""]
+           f"(sessions.jsonl); the paper configs by scale, variants left out: {suite_times(found)}. Run time, "
+           f"summed: {total / 60:,.1f} min, each run's own wall time; the runs of a stack train together and share "
+           "it.", ""]
     if damaged:
         md += ["## Damaged results", "", "Files that failed their checks when this report was made, and what the "
                "report did about each:", "", *(f"- {line}" for line in damaged), ""]

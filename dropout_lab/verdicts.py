@@ -76,16 +76,43 @@ def precision_of(row: dict) -> str:
     return row.get("precision") or "fp32"
 
 
-def find(roots: list[Path]) -> dict[tuple[str, str], Result]:
-    """(config key, scale) -> Result, for every paper sweep folder in or under the given folders."""
-    found = {}
+def _sweeps(roots: list[Path]):
     for root in roots:
         for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:
             if is_sweep(folder):
-                res = Result(folder)
-                if res.key in paper.CONFIGS:
-                    found[(res.key, res.scale)] = res
-    return found
+                yield Result(folder)
+
+
+def find(roots: list[Path]) -> dict[tuple[str, str], Result]:
+    """(config key, scale) -> Result, for every paper sweep folder in or under the given folders."""
+    return {(res.key, res.scale): res for res in _sweeps(roots) if res.key in paper.CONFIGS}
+
+
+def claim_of(res: Result) -> str | None:
+    """The paper config a variant folder was trained from: one swept from configs/paper/<key>.yaml under a
+    name of its own (`--set name=fig11-wide`), to show what a claim needs where it does not hold."""
+    key = Path(str(res.meta.get("config") or "")).stem
+    return key if key in paper.CONFIGS and res.key != key else None
+
+
+def find_variants(roots: list[Path]) -> list[Result]:
+    return [res for res in _sweeps(roots) if claim_of(res)]
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
+    return out
+
+
+def differences(res: Result, ref: Result | None) -> list[str]:
+    """The resolved base-config keys in which a variant differs from its paper config's folder at its scale."""
+    if ref is None:
+        return []
+    a, b = _flat(res.meta.get("base") or {}), _flat(ref.meta.get("base") or {})
+    return [f"{k} = {a.get(k)} (paper config: {b.get(k)})" for k in sorted(set(a) | set(b))
+            if k != "name" and a.get(k) != b.get(k)]
 
 
 def stats(rows: list[dict], column: str = "final_test_error") -> tuple[float, float, int]:
@@ -189,17 +216,18 @@ def verdict_fig10(res: Result):
     drop = {k: stats(v) for k, v in res.by(lambda r: r["data.train_size"] if r["dropout"] else None).items() if k}
     ctrl = {k: stats(v) for k, v in res.by(lambda r: None if r["dropout"] else r["data.train_size"]).items() if k}
     sizes = sorted(set(drop) & set(ctrl))
-    if len(sizes) < 4:
-        return None, "fewer than 4 sizes run with and without dropout"
     gain = {n: ctrl[n][0] - drop[n][0] for n in sizes}
     noise = {n: max(drop[n][1], ctrl[n][1]) for n in sizes}
+    nums = ", ".join(f"{n:,}: {gain[n]:+.2f} ± {noise[n]:.2f}" for n in sizes)
+    if len(sizes) < 4:  # a variant may run a few sizes only: their gains are still worth showing
+        return None, (f"gain of dropout by size: {nums}; " if sizes else "") + ("fewer than 4 sizes run with and "
+                                                                                "without dropout")
     small = [n for n in sizes if n <= 500]
     peak = max(sizes, key=gain.get)
     ok = (all(gain[n] <= noise[n] for n in small) and peak not in small and peak != sizes[-1]
           and gain[peak] > gain[sizes[-1]])
-    nums = ", ".join(f"{n:,}: {gain[n]:+.2f}" for n in sizes)
-    return ok, (f"gain of dropout (control − dropout, points) by size: {nums} (holds when the gain at 100 and 500 "
-                "is within one std of zero or below, and it peaks at a middle size)")
+    return ok, (f"gain of dropout (control − dropout, points ± the larger std of the two) by size: {nums} (holds "
+                "when the gain at 100 and 500 is within one std of zero or below, and it peaks at a middle size)")
 
 
 def mc_results(res: Result) -> list[dict]:

@@ -262,6 +262,35 @@ def test_fig10_gain_is_none_for_tiny_sets_and_peaks_in_the_middle(tmp_path):
     assert _v(tmp_path, "fig10", "d", fig10({100: 0.0, 500: 0.0, 1000: 1.0}), keys)[0] is None  # too few sizes
 
 
+def test_a_variant_of_a_paper_config_reports_what_it_changed_and_its_own_verdict(tmp_path):
+    def fig10(gains, sizes):
+        return [{"data.train_size": n, "seed": s, "dropout": dr, "final_test_error": (10.0 - (g if dr else 0)) / 100}
+                for n, g in gains.items() if n in sizes for s in range(2) for dr in (True, False)]
+
+    gains = {100: 0.0, 500: 2.0, 1000: 3.0, 5000: 1.0, 10000: 0.5, 50000: -1.0}
+    res = tmp_path / "res"
+    paper_folder = _fake_sweep(res, "fig10", fig10(gains, gains), ["data.train_size"], "medium")
+    wide = _fake_sweep(res, "fig10-wide", fig10({**gains, 500: 0.0}, (100, 500)), ["data.train_size"], "medium")
+    command = "dropout-lab sweep configs/paper/fig10.yaml --scale medium --set name=fig10-wide --only seed=0"
+    for folder, hidden in ((paper_folder, [256, 256, 512]), (wide, [1024, 1024, 2048])):
+        meta = yaml.safe_load((folder / "sweep.yaml").read_text())
+        meta.update(config="configs/paper/fig10.yaml", command=command,
+                    base={"scale": "medium", "name": meta["name"], "model": {"hidden": hidden}})
+        (folder / "sweep.yaml").write_text(yaml.safe_dump(meta))
+    out = tmp_path / "REPORT.md"
+    r = cli("report", res, "--out", out)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    # the claim's own row is the paper config's folder; the variant gets a row of its own, with its gains
+    claim = next(line for line in text.splitlines() if line.startswith("| Figure 10 |") and "| medium |" in line)
+    assert "**does not hold**" in claim and "500: +2.00" in claim
+    variant = next(line for line in text.splitlines() if "| fig10-wide-medium |" in line)
+    assert "model.hidden = [1024, 1024, 2048] (paper config: [256, 256, 512])" in variant
+    assert "100: +0.00 ± 0.00, 500: +0.00 ± 0.00; fewer than 4 sizes" in variant and f"`{command}`" in variant
+    assert "| 8 | no verdict |" in variant  # 2 sizes x 2 arms x 2 seeds: too few sizes to judge the claim
+    assert "medium 0.0 min (1 of 8 configs)" in text  # the suite's time by scale leaves the variant out
+
+
 def test_fig11_mc_against_weight_scaling(tmp_path):
     def fig11(where, ws, mc):
         folder = _fake_sweep(tmp_path / where, "fig11", [{"label": "x", "seed": s, "dropout": True,
