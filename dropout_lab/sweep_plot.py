@@ -452,11 +452,16 @@ def _scale_note(folder: Path, swept: list[str] = (), runs: bool = True) -> str:
                                        f" {'all' if n is None else f'{n:,}'} training examples")]
     if "optim.epochs" not in swept:
         parts.append(f"{cfg['optim']['epochs']} epochs")
+    if cfg.get("scale", "full") != "full":  # a shrunk run says so wherever it shows (scale.py)
+        hidden = "" if "model.hidden" in swept else f", {'-'.join(map(str, cfg['model']['hidden']))} hidden units"
+        parts.insert(0, f"{cfg['scale']} scale{hidden}")
     # a note, not a result: a damaged file leaves a part out here (`plot` refuses such a folder before drawing)
     try:
         parts.append((read_env(dirs[0]) or {})["device"].split(":")[0] + " run")
     except (Damaged, KeyError, AttributeError):
         pass
+    if "precision" not in swept:
+        parts.append(cfg.get("precision") or "fp32")
     if runs and not all(_completed(d) for d in dirs):
         parts.append("some runs unfinished")
     return ", ".join(parts)

@@ -141,8 +141,14 @@ def test_p_sweep_metrics_and_files(p_sweep, tmp_path):
     sweep, rows = sweep_plot.read_index(folder)
     note = sweep_plot._subtitle(folder, sweep, rows, sweep["keys"])
     assert note[0] == "synthetic sweep of model.dropout.p_hidden, model.width_rule (sweep of configs/fig9.yaml)"
-    assert note[1] == "mnist 1,000 training examples, 3 epochs, cpu run"  # fixed scale; swept keys are on the axes
+    assert note[1] == "mnist 1,000 training examples, 3 epochs, cpu run, fp32"  # swept keys are on the axes
     assert note[2] == "2 of 16 runs not completed, not plotted: 1 new, 1 failed"
+    first = sweep_plot.run_dirs(folder)[0] / "config.yaml"  # a shrunk run says so, with the widths it trained
+    cfg = {**yaml.safe_load(first.read_text()), "scale": "medium"}
+    first.write_text(yaml.safe_dump(cfg))
+    hidden = "-".join(map(str, cfg["model"]["hidden"]))
+    assert sweep_plot._subtitle(folder, sweep, rows, sweep["keys"])[1] == (
+        f"medium scale, {hidden} hidden units, mnist 1,000 training examples, 3 epochs, cpu run, fp32")
     assert sweep_plot.plot_heatmap(folder, out) == []  # width_rule is not numeric: no grid to draw
 
 
