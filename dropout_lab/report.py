@@ -17,7 +17,7 @@ import numpy as np
 from . import paper, verdicts
 from .readback import Damaged, read_metrics
 from .results import atomic_write, save_figure
-from .verdicts import Result, find, mc_results, met_line, pm, precision_of, stats, targets, verdict, verdict_line
+from .verdicts import Result, mc_results, met_line, pm, precision_of, stats, targets, verdict, verdict_line
 
 # ----------------------------------------------------------------------------------------------
 # tables
@@ -283,8 +283,8 @@ def headline(found: dict) -> str:
 def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None] = lambda line: None) -> str:
     """Writes the report to `out`; returns its headline (Table 2, then the claims). warn(line) hears of each
     damaged run file, which the report also lists: a run left out is never left out silently."""
-    found = find(roots)
-    damaged = [w for res in found.values() for w in res.warnings]
+    found, variants = verdicts.find_all(roots)
+    damaged = [w for res in [*found.values(), *variants] for w in res.warnings]
     for line in damaged:
         warn(line)
     fig_dir = out.parent / "report"
@@ -319,7 +319,7 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
             md += ["Out of scope: " + "; ".join(f"{r.label} ({r.error:.2f})" for r in t.out_of_scope)
                    + f": {t.why_out}.", ""]
     md += ["## The paper's claims", "", *claims_table(found)]
-    md += variants_lines(variants := verdicts.find_variants(roots), found)
+    md += variants_lines(variants, found)
     md += ["", "## Long-term targets", "", "| target | met? | the numbers |", "|---|---|---|"]
     md += [f"| {t} | {met_line(v)} | {nums} |" for t, v, nums in targets(found)]
     md.append("")

@@ -85,7 +85,18 @@ def _sweeps(roots: list[Path]):
 
 def find(roots: list[Path]) -> dict[tuple[str, str], Result]:
     """(config key, scale) -> Result, for every paper sweep folder in or under the given folders."""
-    return {(res.key, res.scale): res for res in _sweeps(roots) if res.key in paper.CONFIGS}
+    return find_all(roots)[0]
+
+
+def find_all(roots: list[Path]) -> tuple[dict[tuple[str, str], Result], list[Result]]:
+    """find's folders and the variant folders (claim_of), from one read of each folder."""
+    found, variants = {}, []
+    for res in _sweeps(roots):
+        if res.key in paper.CONFIGS:
+            found[(res.key, res.scale)] = res
+        elif claim_of(res):
+            variants.append(res)
+    return found, variants
 
 
 def claim_of(res: Result) -> str | None:
@@ -93,10 +104,6 @@ def claim_of(res: Result) -> str | None:
     name of its own (`--set name=fig11-wide`), to show what a claim needs where it does not hold."""
     key = Path(str(res.meta.get("config") or "")).stem
     return key if key in paper.CONFIGS and res.key != key else None
-
-
-def find_variants(roots: list[Path]) -> list[Result]:
-    return [res for res in _sweeps(roots) if claim_of(res)]
 
 
 def _flat(d: dict, prefix: str = "") -> dict:
