@@ -101,7 +101,7 @@ def _mean_band(runs: list[list[dict]], key: str):
     n = min(len(r) for r in runs)
     x = np.array([r["epoch"] for r in runs[0][:n]])
     ys = np.array([[row[key] * 100 for row in r[:n]] for r in runs])
-    return x, ys.mean(0), ys.std(0)
+    return x, ys.mean(0), ys.std(0, ddof=1) if len(ys) > 1 else np.zeros(n)  # sample std, as the report
 
 
 def _keys_of(folder: Path) -> list[str]:

@@ -200,12 +200,17 @@ def _x_axis(key: str, values: list):
     return XAxis(key, _key_label(key), labels=labels), order.index
 
 
+def seed_std(values) -> float:
+    """Spread over seeds: the sample std (ddof 1), as the report and verdicts use; 0 for one value."""
+    return float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+
+
 def _points(rows: list[dict], x: str, column: str, pos) -> tuple[np.ndarray, ...]:
     at = defaultdict(list)
     for r in rows:
         at[pos(_h(r.get(x)))].append(100 * r[column])
     xs = sorted(at)
-    return (np.array(xs, float), np.array([np.mean(at[p]) for p in xs]), np.array([np.std(at[p]) for p in xs]),
+    return (np.array(xs, float), np.array([np.mean(at[p]) for p in xs]), np.array([seed_std(at[p]) for p in xs]),
             np.array([len(at[p]) for p in xs]))
 
 
@@ -400,7 +405,7 @@ def heatmap_data(folder: Path, keys: list[str] | None = None, y: str = "test_err
             cells[v2.index(_h(r.get(k2))), v1.index(_h(r.get(k1)))].append(100 * r[METRICS[y]])
         mean, std, n = (np.full((len(v2), len(v1)), np.nan) for _ in range(3))
         for ij, vals in cells.items():
-            mean[ij], std[ij], n[ij] = np.mean(vals), np.std(vals), len(vals)
+            mean[ij], std[ij], n[ij] = np.mean(vals), seed_std(vals), len(vals)
         panels.append((", ".join(_value_label(k, v) for k, v in zip(rest, values)), mean, std, n))
     return Heatmap((k1, k2), (l1, l2), panels)
 

@@ -170,7 +170,7 @@ def results_table(sw, runs, width: int = 80) -> Table:
         xs = [100 * x for x in xs if x is not None]
         if not xs:
             return "-"
-        return f"{statistics.fmean(xs):.2f} ± {statistics.pstdev(xs):.2f}%" if len(xs) > 1 else f"{xs[0]:.2f}%"
+        return f"{statistics.fmean(xs):.2f} ± {statistics.stdev(xs):.2f}%" if len(xs) > 1 else f"{xs[0]:.2f}%"
 
     done = [[r.summary for r in members if r.status == "completed"] for members in groups.values()]
     keys = list(groups)

@@ -115,12 +115,12 @@ def test_p_sweep_plots_retention_and_seed_statistics(p_sweep):
             errs = [100 * summ["final_test_error"] for cfg, summ in runs.values() if cfg.has_dropout
                     and cfg.model.width_rule == rule and abs(1 - cfg.model.dropout.p_hidden - x) < 1e-9]
             assert n == len(errs) == 2
-            assert mean == pytest.approx(np.mean(errs)) and std == pytest.approx(np.std(errs))
+            assert mean == pytest.approx(np.mean(errs)) and std == pytest.approx(np.std(errs, ddof=1))
         assert "2 seeds" in s.label
     (control,) = [s for s in series if s.control]
     ctrl = [100 * summ["final_test_error"] for cfg, summ in runs.values() if not cfg.has_dropout]
     assert control.reference and len(ctrl) == 2  # one control for both width rules, not a point at retention 1
-    assert control.mean[0] == pytest.approx(np.mean(ctrl)) and control.std[0] == pytest.approx(np.std(ctrl))
+    assert control.mean[0] == pytest.approx(np.mean(ctrl)) and control.std[0] == pytest.approx(np.std(ctrl, ddof=1))
     assert "no dropout (control)" in control.label and "2 seeds" in control.label
 
 
@@ -225,7 +225,7 @@ def test_heatmap_of_two_numeric_keys_with_a_panel_per_third(tmp_path):
     for i, d in enumerate((0.9, 0.98)):
         for j, m in enumerate((0.9, 0.95, 0.99)):
             errs = [100 * (0.01 + 0.1 * (m - 0.9) + 0.05 * (1 - d) + 0.001 * s + 0.005) for s in (0, 1)]
-            assert mean[i, j] == pytest.approx(np.mean(errs)) and std[i, j] == pytest.approx(np.std(errs))
+            assert mean[i, j] == pytest.approx(np.mean(errs)) and std[i, j] == pytest.approx(np.std(errs, ddof=1))
     with pytest.raises(ValueError, match="unknown x='optim.lr'"):
         sweep_plot.heatmap_data(folder, keys=["optim.lr", "optim.lr_decay"])
     paths = plot.plot_folder(folder)
@@ -278,3 +278,14 @@ def test_stale_until_plotted_and_again_after_a_run_changes(p_sweep):
     plot.plot_folder(folder)
     (folder / "plots" / "inputs.json").write_text("{")  # a damaged record: redraw rather than trust it
     assert plot.stale(folder)
+
+
+def test_curve_bands_are_the_sample_std_over_seeds():
+    """Curves, sweep plots, the sweep table and the report all give the same spread: ddof 1, 0 for one seed."""
+    runs = [[{"epoch": e, "test_error": err} for e, err in zip((1, 2, 3), errs)]
+            for errs in ((0.10, 0.05, 0.04), (0.12, 0.06, 0.02), (0.11, 0.04))]  # the last stopped early
+    x, mean, std = plot._mean_band(runs, "test_error")
+    np.testing.assert_array_equal(x, [1, 2])
+    np.testing.assert_allclose(mean, [11.0, 5.0])
+    np.testing.assert_allclose(std, [1.0, 1.0])  # population std would give 0.816
+    assert list(plot._mean_band(runs[:1], "test_error")[2]) == [0.0, 0.0, 0.0]

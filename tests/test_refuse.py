@@ -2,9 +2,11 @@
 exit 2, no traceback and nothing written. Then the output people read: tables at 80 columns and piped,
 Markdown as it is."""
 
+import csv
 import json
 import os
 import re
+import statistics
 import sys
 
 import pytest
@@ -213,6 +215,12 @@ def test_the_end_of_sweep_table_keeps_its_numbers_at_80_columns(tmp_path):
     assert max(map(len, r.stdout.splitlines())) <= 80
     assert len(re.findall(r"\d+\.\d\d ± \d+\.\d\d%", r.stdout)) >= 4  # dropout and control of each point
     assert "…" not in r.stdout
+    groups = {}  # the spread is the sample std over seeds, as the report's: one std in the whole tool
+    for row in csv.DictReader(open(tmp_path / "r" / "s" / "index.csv")):
+        groups.setdefault((row["label"], row["dropout"]), []).append(100 * float(row["final_train_error"]))
+    assert len(groups) == 4 and any(statistics.stdev(v) > 0.01 for v in groups.values())  # seeds that differ
+    want = {f"{statistics.fmean(v):.2f} ± {statistics.stdev(v):.2f}%" for v in groups.values()}
+    assert want <= set(re.findall(r"\d+\.\d\d ± \d+\.\d\d%", r.stdout))
     index = (tmp_path / "r" / "s" / "index.csv").read_bytes()
     record = (tmp_path / "r" / "s" / "sweep.yaml").read_bytes()
     again = narrow("sweep", config(tmp_path, text), "--out", tmp_path / "r")  # done: its records stay as they are
