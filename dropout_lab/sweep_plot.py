@@ -145,7 +145,8 @@ def _usable(rows: list[dict], column: str) -> tuple[list[dict], list[dict]]:
     return (drop, [r for r in done if not r.get("dropout")]) if drop else (done, [])
 
 
-def _resolve(keys: list[str], rows: list[dict], x: str | None, y: str | None) -> str | None:
+def _resolve(keys: list[str], rows: list[dict], x: str | None, y: str | None,
+             sweep: dict | None = None) -> str | None:
     """The x key to plot against; a bad x or y is a one-line ValueError naming what is allowed."""
     if y is not None and y not in METRICS:
         raise ValueError(f"unknown metric y='{y}' (allowed: {', '.join(METRICS)})")
@@ -154,7 +155,11 @@ def _resolve(keys: list[str], rows: list[dict], x: str | None, y: str | None) ->
     if x is not None:
         return x
     base = [r for r in rows if r.get("dropout")] or rows  # all rows, whatever their status: a stable choice
-    varied = [k for k in keys if len(_distinct(base, k)) > 1]
+    zips = [z for z in (sweep or {}).get("zip") or [] if isinstance(z, dict)]
+
+    def pools(k):  # a zipped key with fewer values than a partner (Table 2's c = 2 on four rows) would pool rows
+        return any(k in z and len(_distinct(base, k)) < max(len(_distinct(base, j)) for j in z) for z in zips)
+    varied = [k for k in keys if len(_distinct(base, k)) > 1 and not pools(k)]
     numeric = [k for k in varied if all(_num(v) or v is None for v in _distinct(base, k))]
     prefer = [k for k in DROP_KEYS if k in varied] + numeric + varied + keys
     return prefer[0] if prefer else None
@@ -165,7 +170,7 @@ def _resolve(keys: list[str], rows: list[dict], x: str | None, y: str | None) ->
 
 @dataclass
 class Series:
-    """One line of a sweep plot: error in % at each x position, mean and std (numpy's, ddof 0) over seeds."""
+    """One line of a sweep plot: error in % at each x position, mean and sample std (ddof 1) over seeds."""
     label: str
     x: np.ndarray
     mean: np.ndarray
@@ -259,7 +264,7 @@ def sweep_series(folder: Path, x: str | None = None, y: str = "test_error") -> t
     """The lines plot_sweep draws for metric y against x (by default the key plot_sweep picks), and their axis."""
     sweep, rows = read_index(folder)
     keys = _swept_keys(sweep, rows)
-    x = _resolve(keys, rows, x, y)
+    x = _resolve(keys, rows, x, y, sweep)
     return _series(rows, keys, x, METRICS[y], _zipped_with(sweep, x), sweep.get("baseline", True)) if x else ([], None)
 
 
@@ -284,10 +289,39 @@ def _draw_series(ax, series: list[Series]) -> list:
                                    ms=5, lw=1.6, capsize=3, label=s.label, alpha=0.75 if s.control else 1))
         if len(s.x) > 1:
             ax.fill_between(s.x, s.mean - s.std, s.mean + s.std, color=color, alpha=0.1, lw=0)
-    lo, hi = ax.get_ylim()
-    if lo < 0:  # an error is never negative: a band reaching below 0 does not move the axis there
-        ax.set_ylim(0, max(hi, 0.1))
     return handles
+
+
+# log-axis ticks: fine over less than two decades, 1-2-5 over more, so the labels never overlap
+Y_TICKS = ([0, 0.1, 0.2, 0.5, 1, 1.5, 2, 3, 4, 5, 7, 10, 15, 20, 30, 50, 70, 100],
+           [0, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5, 10, 20, 50, 100])
+
+
+def _style_y(ax, series: list[Series]) -> None:
+    """Linear, unless the means span a factor of 5 or more (retention 0.1 next to 0.5, a seed that diverged):
+    then log, so the points that differ by tenths stay apart; log above 0.1% where an error reaches 0."""
+    means = np.concatenate([s.mean for s in series])
+    top = float(np.max(np.concatenate([s.mean + s.std for s in series])))
+    pos = means[means > 0]
+    if not len(pos) or pos.max() < 5 * pos.min():
+        lo, hi = ax.get_ylim()
+        if lo < 0:  # an error is never negative: a band reaching below 0 does not move the axis there
+            ax.set_ylim(0, max(hi, 0.1))
+        ax.set_ylabel("error (%)")
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{round(v, 6) + 0:g}%"))  # + 0: no "-0%"
+        return
+    if (means <= 0).any():
+        ax.set_yscale("symlog", linthresh=0.1, linscale=0.3)
+        ax.set_ylim(0, min(100, 1.3 * top))
+        ax.set_ylabel("error (%, log scale above 0.1%)")
+    else:  # bands reaching below 0 are clipped at the frame, not drawn to 0
+        ax.set_yscale("log")
+        ax.set_ylim(0.8 * pos.min(), min(100, 1.3 * top))
+        ax.set_ylabel("error (%, log scale)")
+    lo, hi = ax.get_ylim()
+    ax.yaxis.set_major_locator(FixedLocator(Y_TICKS[int(hi > 100 * max(lo, 0.1))]))  # after set_yscale, which resets it
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}%"))
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def _style_x(ax, axis: XAxis) -> None:
@@ -344,7 +378,7 @@ def plot_sweep(folder: Path, out_dir: Path, x: str | None = None, y: str | None 
     folder = Path(folder)
     sweep, rows = read_index(folder)
     keys = _swept_keys(sweep, rows)
-    x = _resolve(keys, rows, x, y)
+    x = _resolve(keys, rows, x, y, sweep)
     metrics = [y] if y else ["test_error", "train_error"]
     linked, baseline = _zipped_with(sweep, x), sweep.get("baseline", True)
     panels = [(m, *_series(rows, keys, x, METRICS[m], linked, baseline)) for m in metrics] if x else []
@@ -357,9 +391,8 @@ def plot_sweep(folder: Path, out_dir: Path, x: str | None = None, y: str | None 
         drawn = _draw_series(ax, series)
         handles = handles or drawn
         _style_x(ax, axis)
-        ax.set_ylabel("error (%)")
+        _style_y(ax, series)
         ax.set_title(METRIC_TITLES[metric], fontsize=11)
-        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{round(v, 6) + 0:g}%"))  # + 0: no "-0%"
         ax.grid(True, alpha=0.3)
     fig.legend(handles=handles, loc="outside lower center", ncol=1 if len(handles) <= 4 else 2, fontsize=9,
                frameon=False)

@@ -289,3 +289,42 @@ def test_curve_bands_are_the_sample_std_over_seeds():
     np.testing.assert_allclose(mean, [11.0, 5.0])
     np.testing.assert_allclose(std, [1.0, 1.0])  # population std would give 0.816
     assert list(plot._mean_band(runs[:1], "test_error")[2]) == [0.0, 0.0, 0.0]
+
+
+def test_sweep_plots_go_log_when_the_errors_span_a_factor_of_5():
+    """Retention 0.1 (13%) next to 0.5 (1.8%) would squash the flat part of Figure 9a on a linear axis."""
+    import matplotlib.pyplot as plt
+
+    def axis(*means, std=0.1):
+        ax = plt.figure().add_subplot()
+        s = sweep_plot.Series("s", np.arange(len(means), dtype=float), np.array(means), np.full(len(means), std),
+                              np.full(len(means), 3))
+        sweep_plot._draw_series(ax, [s])
+        sweep_plot._style_y(ax, [s])
+        plt.close(ax.figure)
+        return ax
+    assert axis(13.2, 1.8, 2.0).get_yscale() == "log"
+    assert axis(8.0, 2.0, 1.8).get_yscale() == "linear" and axis(3.0, 2.0, std=4).get_ylim()[0] == 0
+    assert axis(31.0, 0.0, 1.5).get_yscale() == "symlog"  # a train error of 0 stays on the plot
+    ax = axis(13.2, 1.8)
+    assert "log scale" in ax.get_ylabel() and ax.get_ylim()[0] > 1 and 1.5 in ax.get_yticks()
+
+
+def test_a_zipped_key_that_pools_rows_is_not_the_default_x(tmp_path):
+    """Table 2 zips its rows: c = 2 on three of them. Plotted against c they would pool into one point."""
+    folder = tmp_path / "table2"
+    folder.mkdir()
+    rows = [("a", None, [16]), ("b", 2.0, [16]), ("c", 2.0, [8])]
+    err = {"a": 0.03, "b": 0.02, "c": 0.01}
+    keys = ["label", "optim.max_norm", "model.hidden"]
+    make_sweep(folder, keys, rows, error=lambda cfg: (err[cfg.label] + 0.001 * cfg.seed, 0.0))
+    sweep = yaml.safe_load((folder / "sweep.yaml").read_text())
+    sweep["zip"] = [{k: [r[i] for r in rows] for i, k in enumerate(keys)}]
+    (folder / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
+    series, axis = sweep_plot.sweep_series(folder)
+    assert axis.key == "label" and axis.labels == ["a", "b", "c"]
+    (drop, _control) = series
+    np.testing.assert_allclose(drop.mean, [3.05, 2.05, 1.05])
+    np.testing.assert_array_equal(drop.n, [2, 2, 2])
+    by_c, _ = sweep_plot.sweep_series(folder, x="optim.max_norm")  # still there when asked for
+    assert list(by_c[0].n) == [2, 4]
