@@ -223,8 +223,9 @@ def _rel(path: Path, base: Path) -> str:
         return str(path)
 
 
-def claims_table(found: dict, scales=SCALES) -> list[str]:
-    """A row per claim and scale it ran at: the verdict and the numbers it rests on."""
+def claims_table(found: dict, scales=SCALES, variants: list[Result] = ()) -> list[str]:
+    """A row per claim and scale it ran at: the verdict and the numbers it rests on. A claim that fails
+    names the variants at its scale on which it holds: what it needs is the first thing a reader asks."""
     md = ["| claim | paper | verdict | scale | the numbers |", "|---|---|---|---|---|"]
     for key, (title, text) in paper.CLAIMS.items():
         present = [s for s in scales if (key, s) in found] or [None]
@@ -232,7 +233,10 @@ def claims_table(found: dict, scales=SCALES) -> list[str]:
             v, nums = verdict(key, found[(key, scale)]) if scale else (None, "")
             if scale and len(found[(key, scale)].precisions) > 1:  # a verdict over several precisions says so
                 nums += f" (runs of {', '.join(found[(key, scale)].precisions)} together)"
-            md.append(f"| {title} | {text} | {verdict_line(v)} | {scale or ''} | {nums} |")
+            held = [r.folder.name for r in variants if v is False and r.scale == scale
+                    and verdicts.claim_of(r) == key and verdict(key, r)[0]]
+            where = f" (holds in variant {', '.join(held)}: see Variants)" if held else ""
+            md.append(f"| {title} | {text} | {verdict_line(v)}{where} | {scale or ''} | {nums} |")
     return md
 
 
@@ -269,14 +273,14 @@ def suite_times(found: dict) -> str:
     return ", ".join(parts)
 
 
-def headline(found: dict) -> str:
+def headline(found: dict, variants: list[Result] = ()) -> str:
     """The README's opening: Table 2's rows at the largest scale it ran (at full scale only the rows that
     ran), then the claims at the largest scale where any ran."""
     t2 = next((found[("table2", s)] for s in SCALES if ("table2", s) in found and found[("table2", s)].rows), None)
     lines = table(paper.TABLES["table2"], t2, ran_only=t2.scale == "full") if t2 else []
     scale = next((s for s in SCALES if any((k, s) in found and found[(k, s)].rows for k in paper.CLAIMS)), None)
     if scale:
-        lines += ["", *claims_table(found, (scale,))]
+        lines += ["", *claims_table(found, (scale,), variants)]
     return "\n".join(lines)
 
 
@@ -318,7 +322,7 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
         if t.out_of_scope:
             md += ["Out of scope: " + "; ".join(f"{r.label} ({r.error:.2f})" for r in t.out_of_scope)
                    + f": {t.why_out}.", ""]
-    md += ["## The paper's claims", "", *claims_table(found)]
+    md += ["## The paper's claims", "", *claims_table(found, variants=variants)]
     md += variants_lines(variants, found)
     md += ["", "## Long-term targets", "", "| target | met? | the numbers |", "|---|---|---|"]
     md += [f"| {t} | {met_line(v)} | {nums} |" for t, v, nums in targets(found)]
@@ -364,4 +368,4 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
         md += ["## Damaged results", "", "Files that failed their checks when this report was made, and what the "
                "report did about each:", "", *(f"- {line}" for line in damaged), ""]
     atomic_write(out, "\n".join(md))
-    return headline(found)
+    return headline(found, variants)

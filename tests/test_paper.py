@@ -271,8 +271,9 @@ def test_a_variant_of_a_paper_config_reports_what_it_changed_and_its_own_verdict
     res = tmp_path / "res"
     paper_folder = _fake_sweep(res, "fig10", fig10(gains, gains), ["data.train_size"], "medium")
     wide = _fake_sweep(res, "fig10-wide", fig10({**gains, 500: 0.0}, (100, 500)), ["data.train_size"], "medium")
+    longer = _fake_sweep(res, "fig10-long", fig10({**gains, 500: 0.0}, gains), ["data.train_size"], "medium")
     command = "dropout-lab sweep configs/paper/fig10.yaml --scale medium --set name=fig10-wide --only seed=0"
-    for folder, hidden in ((paper_folder, [256, 256, 512]), (wide, [1024, 1024, 2048])):
+    for folder, hidden in ((paper_folder, [256, 256, 512]), (wide, [1024, 1024, 2048]), (longer, [256, 256, 512])):
         meta = yaml.safe_load((folder / "sweep.yaml").read_text())
         meta.update(config="configs/paper/fig10.yaml", command=command,
                     base={"scale": "medium", "name": meta["name"], "model": {"hidden": hidden}})
@@ -284,6 +285,8 @@ def test_a_variant_of_a_paper_config_reports_what_it_changed_and_its_own_verdict
     # the claim's own row is the paper config's folder; the variant gets a row of its own, with its gains
     claim = next(line for line in text.splitlines() if line.startswith("| Figure 10 |") and "| medium |" in line)
     assert "**does not hold**" in claim and "500: +2.00" in claim
+    assert "(holds in variant fig10-long-medium: see Variants)" in claim and "fig10-wide" not in claim
+    assert "| 24 | **holds** |" in next(line for line in text.splitlines() if "| fig10-long-medium |" in line)
     variant = next(line for line in text.splitlines() if "| fig10-wide-medium |" in line)
     assert "model.hidden = [1024, 1024, 2048] (paper config: [256, 256, 512])" in variant
     assert "100: +0.00 ± 0.00, 500: +0.00 ± 0.00; fewer than 4 sizes" in variant and f"`{command}`" in variant
