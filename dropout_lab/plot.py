@@ -22,6 +22,7 @@ from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
 from .config import yaml_load  # noqa: E402
+from .heatmap import plot_heatmap  # noqa: E402
 from .readback import read_metrics, run_dirs  # noqa: E402
 from .results import atomic_write  # noqa: E402
 from .sweep_plot import (  # noqa: E402
@@ -37,7 +38,6 @@ from .sweep_plot import (  # noqa: E402
     _swept_keys,
     _value_label,
     is_sweep,
-    plot_heatmap,
     plot_sweep,
     read_index,
 )

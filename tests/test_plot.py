@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dropout_lab import plot, sweep_plot
+from dropout_lab import heatmap, plot, sweep_plot
 from dropout_lab.config import load, to_yaml
 from dropout_lab.readback import METRIC_COLUMNS
 
@@ -149,7 +149,7 @@ def test_p_sweep_metrics_and_files(p_sweep, tmp_path):
     hidden = "-".join(map(str, cfg["model"]["hidden"]))
     assert sweep_plot._subtitle(folder, sweep, rows, sweep["keys"])[1] == (
         f"medium scale, {hidden} hidden units, mnist 1,000 training examples, 3 epochs, cpu run, fp32")
-    assert sweep_plot.plot_heatmap(folder, out) == []  # width_rule is not numeric: no grid to draw
+    assert heatmap.plot_heatmap(folder, out) == []  # width_rule is not numeric: no grid to draw
 
 
 def test_unknown_x_or_y_is_a_one_line_error(p_sweep, tmp_path):
@@ -216,7 +216,7 @@ def test_heatmap_of_two_numeric_keys_with_a_panel_per_third(tmp_path):
     keys = ["optim.momentum_end", "optim.lr_decay", "model.activation"]
     points = [(m, d, a) for m in (0.9, 0.95, 0.99) for d in (0.9, 0.98) for a in ("relu", "tanh")]
     make_sweep(folder, keys, points, error=grid_error)
-    data = sweep_plot.heatmap_data(folder)
+    data = heatmap.heatmap_data(folder)
     assert data.keys == ("optim.momentum_end", "optim.lr_decay")
     assert data.labels == (["0.9", "0.95", "0.99"], ["0.9", "0.98"])
     assert [title for title, *_ in data.panels] == ["activation relu", "activation tanh"]
@@ -227,7 +227,7 @@ def test_heatmap_of_two_numeric_keys_with_a_panel_per_third(tmp_path):
             errs = [100 * (0.01 + 0.1 * (m - 0.9) + 0.05 * (1 - d) + 0.001 * s + 0.005) for s in (0, 1)]
             assert mean[i, j] == pytest.approx(np.mean(errs)) and std[i, j] == pytest.approx(np.std(errs, ddof=1))
     with pytest.raises(ValueError, match="unknown x='optim.lr'"):
-        sweep_plot.heatmap_data(folder, keys=["optim.lr", "optim.lr_decay"])
+        heatmap.heatmap_data(folder, keys=["optim.lr", "optim.lr_decay"])
     paths = plot.plot_folder(folder)
     names = [p.name for p in paths]
     assert names == ["curves.png", "curves.svg", "sweep_momentum_end.png", "sweep_momentum_end.svg",
