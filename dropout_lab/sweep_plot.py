@@ -155,10 +155,9 @@ def _resolve(keys: list[str], rows: list[dict], x: str | None, y: str | None,
     if x is not None:
         return x
     base = [r for r in rows if r.get("dropout")] or rows  # all rows, whatever their status: a stable choice
-    zips = [z for z in (sweep or {}).get("zip") or [] if isinstance(z, dict)]
 
     def pools(k):  # a zipped key with fewer values than a partner (Table 2's c = 2 on four rows) would pool rows
-        return any(k in z and len(_distinct(base, k)) < max(len(_distinct(base, j)) for j in z) for z in zips)
+        return any(len(_distinct(base, k)) < len(_distinct(base, j)) for j in _zipped_with(sweep or {}, k))
     varied = [k for k in keys if len(_distinct(base, k)) > 1 and not pools(k)]
     numeric = [k for k in varied if all(_num(v) or v is None for v in _distinct(base, k))]
     prefer = [k for k in DROP_KEYS if k in varied] + numeric + varied + keys
