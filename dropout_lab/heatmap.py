@@ -26,6 +26,7 @@ from .sweep_plot import (
     _titles,
     _usable,
     _value_label,
+    _zipped_with,
     plt,
     read_index,
     seed_std,
@@ -39,10 +40,12 @@ class Heatmap:
     keys: tuple[str, str]
     labels: tuple[list[str], list[str]]
     panels: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]
+    titles: tuple[str, str]  # the figure's title and subtitle
 
 
 def heatmap_data(folder: Path, keys: list[str] | None = None, y: str = "test_error") -> Heatmap | None:
     """Dropout rows only where there are any (the controls are no point of the grid); None without two keys."""
+    folder = Path(folder)
     sweep, rows = read_index(folder)
     swept = _swept_keys(sweep, rows)
     for k in keys or [None]:
@@ -52,8 +55,7 @@ def heatmap_data(folder: Path, keys: list[str] | None = None, y: str = "test_err
     use, _ = _usable(rows, METRICS[y])
     grid = [k for k in swept if len(_distinct(use, k)) > 1 and all(_num(v) or v is None for v in _distinct(use, k))]
     # two keys of one zip entry advance together: they fill a diagonal, not a grid
-    linked = [set(z) for z in sweep.get("zip") or [] if isinstance(z, dict)]
-    pairs = [(a, b) for i, a in enumerate(grid) for b in grid[i + 1:] if not any({a, b} <= z for z in linked)]
+    pairs = [(a, b) for i, a in enumerate(grid) for b in grid[i + 1:] if b not in _zipped_with(sweep, a)]
     if keys is None and not pairs:
         return None
     k1, k2 = keys or pairs[0]
@@ -68,11 +70,13 @@ def heatmap_data(folder: Path, keys: list[str] | None = None, y: str = "test_err
         for ij, vals in cells.items():
             mean[ij], std[ij], n[ij] = np.mean(vals), seed_std(vals), len(vals)
         panels.append((", ".join(_value_label(k, v) for k, v in zip(rest, values)), mean, std, n))
-    return Heatmap((k1, k2), (l1, l2), panels)
+    only = "dropout runs only" if any(r.get("dropout") for r in rows) else ""
+    titles = (f"{sweep.get('name') or folder.name}: {y.replace('_', ' ')} over {k1} and {k2}",
+              _subtitle(folder, sweep, rows, swept, only))
+    return Heatmap((k1, k2), (l1, l2), panels, titles)
 
 
 def plot_heatmap(folder: Path, out_dir: Path, keys: list[str] | None = None, y: str = "test_error") -> list[Path]:
-    folder = Path(folder)
     data = heatmap_data(folder, keys, y)
     if data is None or not data.panels:
         return []
@@ -97,8 +101,5 @@ def plot_heatmap(folder: Path, out_dir: Path, keys: list[str] | None = None, y: 
     for ax in axes.flat[len(data.panels):]:
         ax.set_visible(False)
     fig.colorbar(im, ax=axes, label=f"{METRIC_TITLES[y]}, % (mean over seeds)", shrink=0.9)
-    sweep, rows = read_index(folder)
-    only = "dropout runs only" if any(r.get("dropout") for r in rows) else ""
-    _titles(fig, f"{sweep.get('name') or folder.name}: {y.replace('_', ' ')} over {k1} and {k2}",
-            _subtitle(folder, sweep, rows, _swept_keys(sweep, rows), only))
+    _titles(fig, *data.titles)
     return _save(fig, Path(out_dir), f"heatmap_{k1.rsplit('.', 1)[-1]}_{k2.rsplit('.', 1)[-1]}")
