@@ -36,7 +36,8 @@ def fail(message: str, code: int) -> None:
 
 
 SCALE_HELP = ("full (as written) | quick (minutes: widths /8, 2,000 updates, 10k images) | medium (hours: "
-              "widths /4, at most 30,000 updates); every run shrunk and labelled, see scale.py")
+              "widths /4, 20,000 updates, 10k images; Figure 9 and Table 2 differ); every run shrunk and "
+              "labelled, see scale.py")
 PRECISION_HELP = "fp32 | bf16 | tf32 (CUDA only); overrides the config (step.py says what each computes)"
 
 

@@ -10,27 +10,24 @@ from pathlib import Path
 
 import numpy as np
 
-from .sweep_plot import (
+from .sweep_index import (
     METRIC_TITLES,
     METRICS,
-    _categories,
-    _distinct,
-    _group,
-    _h,
-    _key_label,
-    _num,
-    _resolve,
-    _save,
-    _subtitle,
-    _swept_keys,
-    _titles,
-    _usable,
-    _value_label,
-    _zipped_with,
-    plt,
+    categories,
+    distinct,
+    group_rows,
+    hashable,
+    is_num,
+    key_label,
     read_index,
+    resolve_x,
     seed_std,
+    swept_keys,
+    usable,
+    value_label,
+    zipped_with,
 )
+from .sweep_plot import plt, save_plots, subtitle, titles_band
 
 
 @dataclass
@@ -47,32 +44,32 @@ def heatmap_data(folder: Path, keys: list[str] | None = None, y: str = "test_err
     """Dropout rows only where there are any (the controls are no point of the grid); None without two keys."""
     folder = Path(folder)
     sweep, rows = read_index(folder)
-    swept = _swept_keys(sweep, rows)
+    swept = swept_keys(sweep, rows)
     for k in keys or [None]:
-        _resolve(swept, rows, k, y)
+        resolve_x(swept, rows, k, y)
     if keys is not None and len(keys) != 2:
         raise ValueError(f"heatmap keys: give two swept keys, got {len(keys)} ({', '.join(keys)})")
-    use, _ = _usable(rows, METRICS[y])
-    grid = [k for k in swept if len(_distinct(use, k)) > 1 and all(_num(v) or v is None for v in _distinct(use, k))]
+    use, _ = usable(rows, METRICS[y])
+    grid = [k for k in swept if len(distinct(use, k)) > 1 and all(is_num(v) or v is None for v in distinct(use, k))]
     # two keys of one zip entry advance together: they fill a diagonal, not a grid
-    pairs = [(a, b) for i, a in enumerate(grid) for b in grid[i + 1:] if b not in _zipped_with(sweep, a)]
+    pairs = [(a, b) for i, a in enumerate(grid) for b in grid[i + 1:] if b not in zipped_with(sweep, a)]
     if keys is None and not pairs:
         return None
     k1, k2 = keys or pairs[0]
-    rest = [k for k in swept if k not in (k1, k2) and len(_distinct(use, k)) > 1]
-    (v1, l1), (v2, l2) = _categories(k1, _distinct(use, k1)), _categories(k2, _distinct(use, k2))
+    rest = [k for k in swept if k not in (k1, k2) and len(distinct(use, k)) > 1]
+    (v1, l1), (v2, l2) = categories(k1, distinct(use, k1)), categories(k2, distinct(use, k2))
     panels = []
-    for values, members in _group(use, rest):
+    for values, members in group_rows(use, rest):
         cells = defaultdict(list)
         for r in members:
-            cells[v2.index(_h(r.get(k2))), v1.index(_h(r.get(k1)))].append(100 * r[METRICS[y]])
+            cells[v2.index(hashable(r.get(k2))), v1.index(hashable(r.get(k1)))].append(100 * r[METRICS[y]])
         mean, std, n = (np.full((len(v2), len(v1)), np.nan) for _ in range(3))
         for ij, vals in cells.items():
             mean[ij], std[ij], n[ij] = np.mean(vals), seed_std(vals), len(vals)
-        panels.append((", ".join(_value_label(k, v) for k, v in zip(rest, values)), mean, std, n))
+        panels.append((", ".join(value_label(k, v) for k, v in zip(rest, values)), mean, std, n))
     only = "dropout runs only" if any(r.get("dropout") for r in rows) else ""
     titles = (f"{sweep.get('name') or folder.name}: {y.replace('_', ' ')} over {k1} and {k2}",
-              _subtitle(folder, sweep, rows, swept, only))
+              subtitle(folder, sweep, rows, swept, only))
     return Heatmap((k1, k2), (l1, l2), panels, titles)
 
 
@@ -95,11 +92,11 @@ def plot_heatmap(folder: Path, out_dir: Path, keys: list[str] | None = None, y: 
             ax.text(j, i, text, ha="center", va="center", fontsize=8, color="white" if dark else "black")
         ax.set_xticks(range(len(l1)), l1)
         ax.set_yticks(range(len(l2)), l2)
-        ax.set_xlabel(_key_label(k1))
-        ax.set_ylabel(_key_label(k2))
+        ax.set_xlabel(key_label(k1))
+        ax.set_ylabel(key_label(k2))
         ax.set_title(title, fontsize=10)
     for ax in axes.flat[len(data.panels):]:
         ax.set_visible(False)
     fig.colorbar(im, ax=axes, label=f"{METRIC_TITLES[y]}, % (mean over seeds)", shrink=0.9)
-    _titles(fig, *data.titles)
-    return _save(fig, Path(out_dir), f"heatmap_{k1.rsplit('.', 1)[-1]}_{k2.rsplit('.', 1)[-1]}")
+    titles_band(fig, *data.titles)
+    return save_plots(fig, Path(out_dir), f"heatmap_{k1.rsplit('.', 1)[-1]}_{k2.rsplit('.', 1)[-1]}")

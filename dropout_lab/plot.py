@@ -25,22 +25,19 @@ from .config import yaml_load  # noqa: E402
 from .heatmap import plot_heatmap  # noqa: E402
 from .readback import read_metrics, run_dirs  # noqa: E402
 from .results import atomic_write  # noqa: E402
-from .sweep_plot import (  # noqa: E402
-    CONTROL_COLOR,
-    DROPOUT_COLORS,
+from .sweep_index import (  # noqa: E402
     METRICS,
-    _categories,
-    _get,
-    _h,
-    _resolve,
-    _save,
-    _scale_note,
-    _swept_keys,
-    _value_label,
+    categories,
+    get_key,
+    hashable,
     is_sweep,
-    plot_sweep,
     read_index,
+    resolve_x,
+    scale_note,
+    swept_keys,
+    value_label,
 )
+from .sweep_plot import CONTROL_COLOR, DROPOUT_COLORS, plot_sweep, save_plots  # noqa: E402
 
 MANY_LINES = 8  # above this many curves a legend entry per curve stops being readable
 __all__ = ["METRICS", "plot_curves", "plot_folder", "plot_heatmap", "plot_sweep", "stale"]
@@ -121,16 +118,19 @@ def _family(folder: Path, cfgs: list[dict]) -> tuple[list[tuple], list[Line2D]]:
                   for c, d in zip(plt.cm.viridis(np.linspace(0, 0.9, len(cfgs))), drop)]
         return styles, [Line2D([], [], color=c, ls=ls, label=_label(cfg)) for (c, ls), cfg in zip(styles, cfgs)]
     dcfgs = [c for c, d in zip(cfgs, drop) if d]
-    first, rest = keys[0], [k for k in keys[1:] if len({_h(_get(c, k)) for c in dcfgs}) > 1]
-    order, _ = _categories(first, list(dict.fromkeys(_h(_get(c, first)) for c in dcfgs)))
+
+    def at(c: dict, k: str):
+        return hashable(get_key(c, k))
+    first, rest = keys[0], [k for k in keys[1:] if len({at(c, k) for c in dcfgs}) > 1]
+    order, _ = categories(first, list(dict.fromkeys(at(c, first) for c in dcfgs)))
     colors = dict(zip(order, plt.cm.viridis(np.linspace(0, 0.9, len(order)))))
-    kinds = list(dict.fromkeys(tuple(_h(_get(c, k)) for k in rest) for c in dcfgs))
+    kinds = list(dict.fromkeys(tuple(at(c, k) for k in rest) for c in dcfgs))
     lines = ["-", "-.", ":", (0, (5, 1, 1, 1, 1, 1))]
-    styles = [(colors[_h(_get(c, first))], lines[kinds.index(tuple(_h(_get(c, k)) for k in rest)) % 4]) if d
-              else (colors.get(_h(_get(c, first)), CONTROL_COLOR), "--") for c, d in zip(cfgs, drop)]
-    handles = [Line2D([], [], color=colors[v], lw=2, label=_value_label(first, v)) for v in order]
+    styles = [(colors[at(c, first)], lines[kinds.index(tuple(at(c, k) for k in rest)) % 4]) if d
+              else (colors.get(at(c, first), CONTROL_COLOR), "--") for c, d in zip(cfgs, drop)]
+    handles = [Line2D([], [], color=colors[v], lw=2, label=value_label(first, v)) for v in order]
     if len(kinds) > 1:
-        handles += [Line2D([], [], color="k", ls=lines[i % 4], label=", ".join(map(_value_label, rest, kind)))
+        handles += [Line2D([], [], color="k", ls=lines[i % 4], label=", ".join(map(value_label, rest, kind)))
                     for i, kind in enumerate(kinds)]
     if not all(drop):
         handles.append(Line2D([], [], color=CONTROL_COLOR, ls="--", label="no dropout (control)"))
@@ -188,9 +188,9 @@ def plot_curves(folder: Path, out_dir: Path) -> list[Path]:
     rows = math.ceil(len(handles) / ncol)
     fig.set_figheight(4.9 + 0.2 * rows)
     fig.legend(handles=handles, loc="lower center", ncol=ncol, fontsize=8 if many else 9, frameon=False)
-    fig.suptitle(f"{name}: learning curves, {_scale_note(folder, _keys_of(folder))}", fontsize=12)
+    fig.suptitle(f"{name}: learning curves, {scale_note(folder, _keys_of(folder))}", fontsize=12)
     fig.tight_layout(rect=(0, (0.15 + 0.2 * rows) / fig.get_figheight(), 1, 1))
-    return _save(fig, out_dir, "curves")
+    return save_plots(fig, out_dir, "curves")
 
 
 INPUTS = "plots/inputs.json"  # what the plots of a folder were drawn from: a digest of the files, and the plots
@@ -232,9 +232,9 @@ def plot_folder(folder: Path, x: str | None = None, y: str | None = None) -> lis
     sweep = is_sweep(folder)
     if sweep:
         meta, rows = read_index(folder)
-        _resolve(_swept_keys(meta, rows), rows, x, y)
+        resolve_x(swept_keys(meta, rows), rows, x, y)
     elif y is not None:
-        _resolve([], [], None, y)
+        resolve_x([], [], None, y)
     if x is not None and not sweep:
         raise ValueError(f"x='{x}': '{folder}' is not a sweep folder (it has no index.csv and sweep.yaml)")
     digest = _inputs_digest(folder)  # before drawing: a run that changes meanwhile leaves the plots stale

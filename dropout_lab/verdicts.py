@@ -13,7 +13,7 @@ import numpy as np
 
 from . import paper
 from .readback import Damaged, check_run, read_env, read_mc, read_sessions
-from .sweep_plot import is_sweep, read_index
+from .sweep_index import is_sweep, read_index
 
 # ----------------------------------------------------------------------------------------------
 # reading results

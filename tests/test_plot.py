@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dropout_lab import heatmap, plot, sweep_plot
+from dropout_lab import heatmap, plot, sweep_index, sweep_plot
 from dropout_lab.config import load, to_yaml
 from dropout_lab.readback import METRIC_COLUMNS
 
@@ -104,7 +104,7 @@ def p_sweep(tmp_path):
 
 def test_p_sweep_plots_retention_and_seed_statistics(p_sweep):
     folder, runs = p_sweep
-    series, axis = sweep_plot.sweep_series(folder)  # default x: the drop probability
+    series, axis = sweep_index.sweep_series(folder)  # default x: the drop probability
     assert axis.key == "model.dropout.p_hidden"
     assert "retaining a hidden unit" in axis.label and "1 - drop probability" in axis.label
     lines = [s for s in series if not s.control]
@@ -126,11 +126,11 @@ def test_p_sweep_plots_retention_and_seed_statistics(p_sweep):
 
 def test_p_sweep_metrics_and_files(p_sweep, tmp_path):
     folder, runs = p_sweep
-    train, _ = sweep_plot.sweep_series(folder, y="train_error")
+    train, _ = sweep_index.sweep_series(folder, y="train_error")
     expect = 100 * np.array([0.008, 0.005, 0.002])  # 0.01 * p at retention 0.2, 0.5, 0.8
     np.testing.assert_allclose(train[0].mean, expect)
-    best, _ = sweep_plot.sweep_series(folder, x="model.dropout.p_hidden", y="best_test_error")
-    test, _ = sweep_plot.sweep_series(folder)
+    best, _ = sweep_index.sweep_series(folder, x="model.dropout.p_hidden", y="best_test_error")
+    test, _ = sweep_index.sweep_series(folder)
     np.testing.assert_allclose(best[0].mean, test[0].mean)  # synthetic runs end at their best
     out = tmp_path / "out"
     paths = sweep_plot.plot_sweep(folder, out)
@@ -138,16 +138,16 @@ def test_p_sweep_metrics_and_files(p_sweep, tmp_path):
     assert all(p.stat().st_size > 1000 for p in paths)
     one = sweep_plot.plot_sweep(folder, out, y="best_test_error")
     assert [p.name for p in one] == ["sweep_p_hidden_best_test_error.png", "sweep_p_hidden_best_test_error.svg"]
-    sweep, rows = sweep_plot.read_index(folder)
-    note = sweep_plot._subtitle(folder, sweep, rows, sweep["keys"])
+    sweep, rows = sweep_index.read_index(folder)
+    note = sweep_plot.subtitle(folder, sweep, rows, sweep["keys"])
     assert note[0] == "synthetic sweep of model.dropout.p_hidden, model.width_rule (sweep of configs/fig9.yaml)"
     assert note[1] == "mnist 1,000 training examples, 3 epochs, cpu run, fp32"  # swept keys are on the axes
     assert note[2] == "2 of 16 runs not completed, not plotted: 1 new, 1 failed"
-    first = sweep_plot.run_dirs(folder)[0] / "config.yaml"  # a shrunk run says so, with the widths it trained
+    first = sweep_index.run_dirs(folder)[0] / "config.yaml"  # a shrunk run says so, with the widths it trained
     cfg = {**yaml.safe_load(first.read_text()), "scale": "medium"}
     first.write_text(yaml.safe_dump(cfg))
     hidden = "-".join(map(str, cfg["model"]["hidden"]))
-    assert sweep_plot._subtitle(folder, sweep, rows, sweep["keys"])[1] == (
+    assert sweep_plot.subtitle(folder, sweep, rows, sweep["keys"])[1] == (
         f"medium scale, {hidden} hidden units, mnist 1,000 training examples, 3 epochs, cpu run, fp32")
     assert heatmap.plot_heatmap(folder, out) == []  # width_rule is not numeric: no grid to draw
 
@@ -173,7 +173,7 @@ def test_max_norm_sweep_puts_off_first(tmp_path):
     c_err = {None: 0.03, 2.0: 0.02, 3.5: 0.01}
     make_sweep(folder, ["optim.max_norm"], [(None,), (3.5,), (2.0,)],
                error=lambda cfg: ((c_err[cfg.optim.max_norm] if cfg.has_dropout else 0.04) + 0.001 * cfg.seed, 0.0))
-    series, axis = sweep_plot.sweep_series(folder)
+    series, axis = sweep_index.sweep_series(folder)
     assert axis.key == "optim.max_norm" and axis.labels == ["off", "2", "3.5"]
     drop, control = series
     np.testing.assert_allclose(drop.x, [0, 1, 2])
@@ -189,7 +189,7 @@ def test_train_size_sweep_is_log_scale_with_control_line(tmp_path):
     folder.mkdir()
     make_sweep(folder, ["data.train_size"], [(100,), (1000,), (10000,)],
                error=lambda cfg: ((0.5 if cfg.has_dropout else 0.6) / cfg.data.train_size ** 0.5, 0.0))
-    series, axis = sweep_plot.sweep_series(folder)
+    series, axis = sweep_index.sweep_series(folder)
     assert axis.log and axis.label == "training set size (examples, log scale)"
     drop, control = series
     assert not control.reference and control.control
@@ -297,7 +297,7 @@ def test_sweep_plots_go_log_when_the_errors_span_a_factor_of_5():
 
     def axis(*means, std=0.1):
         ax = plt.figure().add_subplot()
-        s = sweep_plot.Series("s", np.arange(len(means), dtype=float), np.array(means), np.full(len(means), std),
+        s = sweep_index.Series("s", np.arange(len(means), dtype=float), np.array(means), np.full(len(means), std),
                               np.full(len(means), 3))
         sweep_plot._draw_series(ax, [s])
         sweep_plot._style_y(ax, [s])
@@ -321,10 +321,10 @@ def test_a_zipped_key_that_pools_rows_is_not_the_default_x(tmp_path):
     sweep = yaml.safe_load((folder / "sweep.yaml").read_text())
     sweep["zip"] = [{k: [r[i] for r in rows] for i, k in enumerate(keys)}]
     (folder / "sweep.yaml").write_text(yaml.safe_dump(sweep, sort_keys=False))
-    series, axis = sweep_plot.sweep_series(folder)
+    series, axis = sweep_index.sweep_series(folder)
     assert axis.key == "label" and axis.labels == ["a", "b", "c"]
     (drop, _control) = series
     np.testing.assert_allclose(drop.mean, [3.05, 2.05, 1.05])
     np.testing.assert_array_equal(drop.n, [2, 2, 2])
-    by_c, _ = sweep_plot.sweep_series(folder, x="optim.max_norm")  # still there when asked for
+    by_c, _ = sweep_index.sweep_series(folder, x="optim.max_norm")  # still there when asked for
     assert list(by_c[0].n) == [2, 4]
