@@ -6,7 +6,7 @@ import re
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from dropout_lab import bench
+from dropout_lab import bench, peak
 from dropout_lab.train import StackTrainer
 
 from conftest import cli
@@ -70,7 +70,7 @@ def test_benchmark_times_baseline_and_stacks_on_the_same_footing(monkeypatch):
     assert tuned != loader  # else the test could not tell which baseline a ratio is against
     assert r["baseline_steps_per_s"] == tuned and r["dataloader_steps_per_s"] == loader
     assert set(r["baselines"]) == {"tuned", "dataloader"} and set(r["stacks"]) == {"1", "3"}
-    flops = bench.flops_per_model_step([784, 16, 10])
+    flops = peak.flops_per_model_step([784, 16, 10])
     for t in r["timings"]:
         s = r["stacks"][str(t["K"])] if t["name"].startswith("stack") else r["baselines"][t["name"]]
         assert s["steps_per_s_per_model"] == t["K"] * 5 / t["seconds"]
@@ -91,12 +91,12 @@ def test_flops_formula():
     forward = 2 * (w1 + w2 + w3) + biases
     backward = 2 * (w1 + w2 + w3) + biases + 2 * (w2 + w3)
     assert forward + backward == 1_212_436
-    assert bench.flops_per_model_step([784, 256, 256, 10], batch=100) == 1_212_436 * 100
+    assert peak.flops_per_model_step([784, 256, 256, 10], batch=100) == 1_212_436 * 100
     # 6 x params x batch, the old count, overstated it by a third
     six_params = 6 * (w1 + w2 + w3 + biases) * 100
-    assert 1.33 < six_params / bench.flops_per_model_step([784, 256, 256, 10], batch=100) < 1.34
+    assert 1.33 < six_params / peak.flops_per_model_step([784, 256, 256, 10], batch=100) < 1.34
     # one layer: no input gradient at all
-    assert bench.flops_per_model_step([784, 10], batch=1) == 4 * 7840 + 2 * 10
+    assert peak.flops_per_model_step([784, 10], batch=1) == 4 * 7840 + 2 * 10
 
 
 def test_tuned_loop_trains_with_max_norm():
@@ -147,7 +147,7 @@ def test_bench_command_writes_json_and_rejects_bad_stacks(tmp_path):
 
 
 def test_gemm_probe_measures_each_arithmetic():
-    fp32, bf16 = bench.gemm_probe(torch.device("cpu"), "fp32"), bench.gemm_probe(torch.device("cpu"), "bf16")
+    fp32, bf16 = peak.gemm_probe(torch.device("cpu"), "fp32"), peak.gemm_probe(torch.device("cpu"), "bf16")
     assert "float32" in fp32["what"] and "bfloat16" in bf16["what"]
     assert fp32["tflops"] > 0 and set(fp32["shapes_tflops"]) == {"100x1024x1024", "1024x1024x1024"}
     assert bf16["tflops"] is None or bf16["tflops"] > 0
