@@ -13,6 +13,8 @@ import io
 import json
 from pathlib import Path
 
+import yaml
+
 # max_norm_bound: the share of units whose incoming weight norm sits at c after the epoch (train.at_max_norm);
 # empty for a model without max-norm
 METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "train_error", "test_loss", "test_error",
@@ -191,6 +193,34 @@ def check_run(run_dir: Path, listed: str | None = None) -> dict | None:
         found = "missing" if summary is None else f"status {summary['status']}"
         raise Damaged(run_dir / "summary.json", f"{found}, though index.csv lists the run as completed")
     return summary
+
+
+RECENT = 10  # a stopped run's error is the mean of its last 10 test passes: one pass is a noisy reading
+
+
+def read_progress(run_dir: Path) -> dict | None:
+    """How far an unfinished run got, from its metrics.csv and config.yaml; None before its first test pass.
+
+    Full-length runs outlast a sitting, and a run whose checkpoint is gone restarts from epoch 0: its curve
+    up to the stop is still a measurement, which the report shows labelled as stopped, never as a result.
+    """
+    rows = read_metrics(run_dir)
+    tested = [r for r in rows if r["test_error"] == r["test_error"]]  # nan: an epoch without a test pass
+    if not tested:
+        return None
+    path = run_dir / "config.yaml"
+    try:
+        epochs = yaml.safe_load(path.read_text())["optim"]["epochs"]
+    except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
+        epochs = None
+    if not _count(epochs) or epochs < rows[-1]["epoch"]:
+        raise Damaged(path, "no optim.epochs at least as many as metrics.csv has run")
+    last = rows[-1]
+    recent = [r["test_error"] for r in tested[-RECENT:]]
+    return {"steps_completed": int(last["step"]), "planned_steps": round(epochs * last["step"] / last["epoch"]),
+            "recent_test_error": float(sum(recent) / len(recent)), "recent_passes": len(recent),
+            "last_test_error": tested[-1]["test_error"], "final_max_norm_bound": last.get("max_norm_bound"),
+            "wall_seconds": last.get("seconds") or 0.0}
 
 
 def check_folder(folder: Path) -> None:

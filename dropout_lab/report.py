@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from . import paper, verdicts
-from .readback import Damaged, read_metrics
-from .results import atomic_write, save_figure
+from .report_plots import plot_curves, plot_fig11, plot_table
+from .results import atomic_write
 from .verdicts import Result, mc_results, met_line, pm, precision_of, stats, targets, verdict, verdict_line
 
 # ----------------------------------------------------------------------------------------------
@@ -42,13 +42,15 @@ def hours(seconds: float) -> str:
 def table(t: paper.Table, res: Result, ran_only: bool = False) -> list[str]:
     """A row per paper row (ran_only: only those with finished runs); runs of another precision are
     another row: seeds are averaged, arithmetic never is."""
-    groups = res.by(lambda r: (r.get("label"), precision_of(r)))
+    key = lambda r: (r.get("label"), precision_of(r))  # noqa: E731
+    groups, stopped = res.by(key), res.by(key, stopped=True)
     lines = [f"| {t.title} row | paper % | ours % (mean ± std, n seeds) | ours − paper | units at c | scale | updates "
              "| precision | device | wall time per run |", "|---|---|---|---|---|---|---|---|---|---|"]
     for row in t.rows:
         ref = f"{row.error:.2f}" + (f" ± {row.std:.2f}" if row.std else "")
         found = sorted(p for label, p in groups if label == row.label)
-        if not found and not ran_only:
+        halted = sorted(p for label, p in stopped if label == row.label)
+        if not found and not halted and not ran_only:
             lines.append(f"| {row.label} | {ref} | not run | | | {res.scale} | | | | |")
         for precision in found:
             runs = groups[(row.label, precision)]
@@ -58,114 +60,22 @@ def table(t: paper.Table, res: Result, ran_only: bool = False) -> list[str]:
             lines.append(f"| {row.label} | {ref} | {pm(m, s, n)} | {m - row.error:+.2f} | {at_c(runs)} | {res.scale} | "
                          f"{'/'.join(f'{x:,}' for x in steps)} | {precision} | {', '.join(res.devices)} | "
                          f"{hours(wall)} |")
+        for precision in halted:  # a stopped run's curve so far: its last test passes, never a final result
+            runs = sorted(stopped[(row.label, precision)], key=lambda r: str(r.get("seed")))
+            m, s, n = stats(runs, "recent_test_error")
+            wall = np.mean([r["wall_seconds"] for r in runs])
+            lines.append(f"| {row.label} | {ref} | **stopped**: {pm(m, s, n)}, each seed's mean of its last "
+                         f"{min(r['recent_passes'] for r in runs)} test passes | {m - row.error:+.2f} | {at_c(runs)} | "
+                         f"{res.scale} | {'/'.join(format(r['steps_completed'], ',') for r in runs)} of "
+                         f"{runs[0]['planned_steps']:,} | {precision} | {', '.join(res.devices)} | {hours(wall)} "
+                         "so far |")
     return lines
 
 
 def misses(t: paper.Table, res: Result, points: float = 0.10) -> list[str]:
-    """The rows whose mean is further than `points` from the paper's: the report shows their curves."""
+    """The finished rows whose mean is further than `points` from the paper's: the report shows their curves."""
     return [row.label for row in t.rows if (runs := res.by(lambda r: r.get("label")).get(row.label))
             and abs(stats(runs)[0] - row.error) > points]
-
-
-
-# ----------------------------------------------------------------------------------------------
-# figures: ours against the paper's numbers
-
-
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def plot_table(t: paper.Table, res: Result, out: Path) -> Path:
-    plt = _plt()
-    groups = res.by(lambda r: r.get("label"))
-    fig, ax = plt.subplots(figsize=(8, 0.55 * len(t.rows) + 1.8))
-    labelled = False
-    for i, row in enumerate(t.rows):
-        ax.plot(row.error, i, marker="|", ms=18, mew=3, color="black", label="paper" if i == 0 else None)
-        if groups.get(row.label):
-            m, s, n = stats(groups[row.label])
-            ax.errorbar(m, i, xerr=s, fmt="o", color="tab:blue", capsize=4,
-                        label=None if labelled else f"ours, mean ± std ({res.scale})")
-            labelled = True
-            ax.annotate(f"{m:.2f}", (m, i), textcoords="offset points", xytext=(0, 7), ha="center", fontsize=8)
-    ax.set_yticks(range(len(t.rows)), [r.label for r in t.rows])
-    ax.set_ylim(len(t.rows) - 0.4, -0.7)  # top to bottom in the paper's order, room for the labels
-    ax.set_xlabel("MNIST test error (%)")
-    ax.grid(axis="x", alpha=0.3)
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.35 / (0.3 * len(t.rows) + 0.5)), ncol=2, fontsize=8,
-              frameon=False)
-    ax.set_title(f"{t.title}: ours ({res.scale} scale) vs the paper", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out / f"{t.key}-{res.scale}.png")
-
-
-def plot_curves(t: paper.Table, res: Result, out: Path) -> Path | None:
-    """Test error against updates for each seed of each row that ran, with the paper's value: where a row
-    misses, is it still falling at the end, or has it settled above the paper?"""
-    groups = res.by(lambda r: r.get("label"))
-    rows = [row for row in t.rows if groups.get(row.label)]
-    if not rows:
-        return None
-    plt = _plt()
-    fig, axes = plt.subplots(1, len(rows), figsize=(4.2 * len(rows), 3.4), squeeze=False)
-    for ax, row in zip(axes[0], rows):
-        for j, r in enumerate(groups[row.label]):
-            try:
-                m = read_metrics(res.folder / str(r["run_id"]))
-            except Damaged:
-                continue
-            ax.plot([x["step"] for x in m], [100 * x["test_error"] for x in m], lw=1, color=plt.cm.tab10(j),
-                    label=f"seed {r.get('seed')}")
-        ax.axhline(row.error, color="black", ls="--", lw=1, label=f"paper {row.error:.2f}%")
-        ax.set_xscale("log")
-        ax.set_ylim(max(0.0, row.error - 0.5), row.error + 1.5)
-        ax.set_xlabel("weight updates")
-        ax.set_ylabel("test error (%)")
-        ax.set_title(row.label, fontsize=9)
-        ax.grid(alpha=0.3, which="both")
-        ax.legend(fontsize=7)
-    fig.suptitle(f"{t.title}: test error during training ({res.scale} scale)", fontsize=10)
-    fig.tight_layout()
-    return _save(fig, out / f"{t.key}-{res.scale}-curves.png")
-
-
-def plot_fig11(res: Result, out: Path) -> Path | None:
-    mcs = mc_results(res)
-    if not mcs:
-        return None
-    plt = _plt()
-    ks = np.array([e["k"] for e in mcs[0]["mc"]])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for j, m in enumerate(mcs):
-        mean = np.array([e["mean"] for e in m["mc"]]) * 100
-        std = np.array([e["std"] for e in m["mc"]]) * 100
-        ws = m["weight_scaling"]["test_error"] * 100
-        color = plt.cm.tab10(j)
-        ax.errorbar(ks, mean, yerr=std, marker="o", ms=3, capsize=3, color=color, label=f"MC, net {j + 1}")
-        ax.axhline(ws, color=color, ls="--", lw=1, label=f"weight scaling, net {j + 1}")
-    ax.set_xscale("log")
-    ax.set_xlabel("k, thinned nets averaged")
-    ax.set_ylabel("test error (%)")
-    ax.set_xticks(ks, [str(k) for k in ks])
-    ax.minorticks_off()
-    ax.set_title(f"Figure 11: Monte-Carlo averaging vs weight scaling ({res.scale} scale)", fontsize=10)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, ncol=2)
-    fig.tight_layout()
-    return _save(fig, out / f"fig11-{res.scale}.png")
-
-
-def _save(fig, path: Path) -> Path:
-    try:
-        return save_figure(fig, path)
-    finally:
-        _plt().close(fig)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -276,7 +186,8 @@ def suite_times(found: dict) -> str:
 def headline(found: dict, variants: list[Result] = ()) -> str:
     """The README's opening: Table 2's rows at the largest scale it ran (at full scale only the rows that
     ran), then the claims at the largest scale where any ran."""
-    t2 = next((found[("table2", s)] for s in SCALES if ("table2", s) in found and found[("table2", s)].rows), None)
+    t2 = next((found[("table2", s)] for s in SCALES if ("table2", s) in found
+               and (found[("table2", s)].rows or found[("table2", s)].stopped)), None)
     lines = table(paper.TABLES["table2"], t2, ran_only=t2.scale == "full") if t2 else []
     scale = next((s for s in SCALES if any((k, s) in found and found[(k, s)].rows for k in paper.CLAIMS)), None)
     if scale:
@@ -314,10 +225,12 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
             png = plot_table(t, res, fig_dir)
             md += [f"![{t.title}, {scale}]({_rel(png, out.parent)})", ""]
             if scale == "full" and (curves := plot_curves(t, res, fig_dir)):
-                missed = misses(t, res)
+                missed, halted = misses(t, res), sorted({r["label"] for r in res.stopped})
                 md += [(f"Rows more than 0.10 points from the paper: {', '.join(missed)}. " if missed else
-                        "Every row that ran is within 0.10 points of the paper. ")
-                       + "Their test error during training, against the paper's value:", "",
+                        "Every row that finished is within 0.10 points of the paper. " if res.rows else "")
+                       + (f"Stopped before the end: {', '.join(halted)}; a stopped row's number is its seeds' "
+                          "recent test error, which never counts as a result. " if halted else "")
+                       + "Test error during training, against the paper's value:", "",
                        f"![{t.title}, {scale}, curves]({_rel(curves, out.parent)})", ""]
         if t.out_of_scope:
             md += ["Out of scope: " + "; ".join(f"{r.label} ({r.error:.2f})" for r in t.out_of_scope)
@@ -356,7 +269,8 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
         total += res.seconds
         w = sum(s["wall_seconds"] for s in res.sessions)
         wall += w
-        md.append(f"| {key} | {scale} | {len(res.rows)} | {f'{w:,.0f}' if res.sessions else 'not recorded'} | "
+        runs = f"{len(res.rows)}" + (f" ({len(res.stopped)} stopped)" if res.stopped else "")
+        md.append(f"| {key} | {scale} | {runs} | {f'{w:,.0f}' if res.sessions else 'not recorded'} | "
                   f"{res.seconds:,.0f} | {', '.join(res.devices)} | {', '.join(res.precisions)} | "
                   f"{', '.join(res.commits)} | "
                   f"{'; '.join(res.versions)} |")

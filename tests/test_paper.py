@@ -373,6 +373,52 @@ def test_full_table2_rows_show_wall_time_and_the_curves_of_a_row_that_misses(tmp
     assert "| quick |" not in claims and "| full |" not in claims
 
 
+def _stopped_run(folder: Path, run_id: str, errors: list[float], epochs: int = 1667) -> None:
+    """An unfinished run as a sitting's end leaves it once its checkpoint is gone: config and metrics only."""
+    d = folder / run_id
+    d.mkdir()
+    rows = ["epoch,step,lr,momentum,train_loss,train_error,test_loss,test_error,val_error,max_norm_bound,seconds"]
+    rows += [f"{i + 1},{600 * (i + 1)},1,0.5,0.1,0.01,0.1,{e},,0.25,{100 * (i + 1)}" for i, e in enumerate(errors)]
+    (d / "metrics.csv").write_text("\n".join(rows) + "\n")
+    (d / "config.yaml").write_text(yaml.safe_dump({"name": "table2", "optim": {"epochs": epochs}}))
+
+
+def test_stopped_full_length_rows_show_their_progress_and_never_count_as_results(tmp_path):
+    label = "dropout + max-norm ReLU 3x1024"
+    rows = [{"label": label, "seed": s, "dropout": True} for s in range(3)]
+    folder = _fake_sweep(tmp_path / "res", "table2", rows, ["label"], "full")
+    index = (folder / "index.csv").read_text().replace(",completed,", ",partial,")
+    (folder / "index.csv").write_text(index)
+    # 12 epochs each; the row's number is the mean of each seed's last 10 passes (nan: an epoch with no pass)
+    curves = [[0.05, 0.04] + [0.012] * 10, [0.05, 0.04] + [0.011] * 9 + [0.013], [0.05] * 3 + [0.011] * 9]
+    for i, errors in enumerate(curves):
+        _stopped_run(folder, f"r{i}", errors)
+    (folder / "r2" / "metrics.csv").write_text((folder / "r2" / "metrics.csv").read_text().replace(
+        ",0.05,,0.25,300\n", ",nan,,0.25,300\n"))
+    res = verdicts.find([tmp_path / "res"])[("table2", "full")]
+    assert res.rows == [] and len(res.stopped) == 3
+    assert [r["steps_completed"] for r in res.stopped] == [7200] * 3
+    assert [r["planned_steps"] for r in res.stopped] == [1_000_200] * 3
+    assert [round(r["recent_test_error"], 5) for r in res.stopped] == [0.012, 0.0112, 0.0149]
+    target = verdicts.targets({("table2", "full"): res})[0]
+    assert target[1] is None and "stopped before the end (does not count)" in target[2]  # not met, not unmet
+    out = tmp_path / "REPORT.md"
+    r = cli("report", tmp_path / "res", "--out", out)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert (f"| {label} | 1.06 | **stopped**: 1.27 ± 0.19 (n=3), each seed's mean of its last 10 test passes | "
+            "+0.21 | 25.0% | full | 7,200/7,200/7,200 of 1,000,200 | fp32 |") in text
+    assert "20 min so far |" in text and f"Stopped before the end: {label};" in text
+    assert (tmp_path / "report" / "table2-full-curves.png").stat().st_size > 5_000
+    assert "| table2 | full | 0 (3 stopped) |" in text
+    assert r.stdout.split("report:")[0].strip().split("\n\n")[0].count("**stopped**") == 1  # the README's headline
+    # a config that cannot say how long the run was to be: named, and that run left out, never a crash
+    (folder / "r0" / "config.yaml").write_text("optim: {epochs: 5}\n")
+    r = cli("report", tmp_path / "res", "--out", out)
+    assert r.returncode == 0 and "r0/config.yaml is damaged (no optim.epochs at least as many" in r.stderr + r.stdout
+    assert "**stopped**: 1.30 ± 0.26 (n=2)" in out.read_text()
+
+
 def test_targets_need_full_scale_and_follow_the_numbers(tmp_path):
     def table2(where, scale_, shift):
         rows = [{"label": row.label, "seed": s, "dropout": True, "final_test_error": (row.error + shift + d) / 100}
