@@ -22,7 +22,7 @@ import torch
 from . import data as data_mod
 from .config import Config, ConfigError
 from .evaluate import mc_evaluate
-from .readback import Damaged, check_run, read_env
+from .readback import Damaged, check_run, read_env, read_metrics
 from .results import CHECKPOINT, RunWriter, atomic_write, load_checkpoint, remove_checkpoint, save_checkpoint
 from .scale import updates as run_updates
 from .train import StackTrainer, train_stack
@@ -75,6 +75,14 @@ def load_datasets(cfgs: Sequence[Config], log=lambda s: None) -> dict[str, data_
 KEPT = ("completed", "diverged")
 
 
+def _epochs_on_disk(run_dir: Path) -> int:
+    """Epochs metrics.csv holds (0 where it is damaged: the restart replaces it all the same)."""
+    try:
+        return len(read_metrics(run_dir, raw=True))
+    except Damaged:
+        return 0
+
+
 def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = None,
            force: bool = False) -> list[Run]:
     """What each run's folder holds: completed and diverged runs are kept, checkpointed ones resume, others start.
@@ -117,6 +125,10 @@ def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = N
         elif ckpt is None and (run.dir / CHECKPOINT).is_file():  # a restart the user should not have to guess
             run.note = (f"{run.dir / CHECKPOINT} cannot be resumed (unreadable, another run's, an older trainer's, "
                         "or its metrics rows are gone): that run is retrained from scratch")
+        elif run.status == "partial" and ckpt is None and (epochs := _epochs_on_disk(run.dir)):
+            # a checkpoint lost with its machine: the curve so far is replaced, which nobody should learn afterwards
+            run.note = (f"{run.dir}: {epochs} epochs trained but no checkpoint to resume from: that run restarts "
+                        "from scratch and its metrics.csv is replaced (copy the folder first to keep its curve)")
     return runs
 
 

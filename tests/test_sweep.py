@@ -408,6 +408,24 @@ def test_a_checkpoint_of_an_older_trainer_is_not_resumed(tmp_path):
     assert rows["0.1"]["status"] == "completed" and rows["0.1"]["epochs_completed"] == "6"
 
 
+def test_a_partial_run_without_its_checkpoint_says_its_curve_is_replaced(tmp_path):
+    """A checkpoint lost with its machine: the rerun restarts that run, and says so before it replaces the curve."""
+    path = write_config(tmp_path, {"grid": {"optim.lr": [0.1, 1e6]}}, baseline=False,
+                        optim={**BASE["optim"], "max_norm": None, "lr_decay": 1.0})
+    cli("sweep", path, "--out", tmp_path / "res", "--fail-fast", "--workers", "1")
+    rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
+    run = tmp_path / "res" / "tiny" / rows["0.1"]["run_id"]
+    epochs = len((run / "metrics.csv").read_text().splitlines()) - 1
+    assert epochs > 0
+    (run / "checkpoint.pt").unlink()
+    r = cli("sweep", path, "--out", tmp_path / "res", "--dry-run")
+    assert f"{epochs} epochs trained but no checkpoint to resume from" in " ".join(r.stderr.split())
+    assert "partial (restarts)" in r.stdout
+    r = cli("sweep", path, "--out", tmp_path / "res")
+    rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
+    assert rows["0.1"]["status"] == "completed" and rows["0.1"]["epochs_completed"] == "6"
+
+
 def test_a_failing_stack_does_not_stop_the_sweep_and_fail_fast_does(tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
