@@ -15,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from .config import yaml_load
+
 # max_norm_bound: the share of units whose incoming weight norm sits at c after the epoch (train.at_max_norm);
 # empty for a model without max-norm
 METRIC_COLUMNS = ["epoch", "step", "lr", "momentum", "train_loss", "train_error", "test_loss", "test_error",
@@ -210,7 +212,7 @@ def read_progress(run_dir: Path) -> dict | None:
         return None
     path = run_dir / "config.yaml"
     try:
-        epochs = yaml.safe_load(path.read_text())["optim"]["epochs"]
+        epochs = yaml_load(path.read_text())["optim"]["epochs"]  # the loader every config goes through
     except (OSError, UnicodeDecodeError, yaml.YAMLError, KeyError, TypeError):
         epochs = None
     if not _count(epochs) or epochs < rows[-1]["epoch"]:
@@ -219,7 +221,7 @@ def read_progress(run_dir: Path) -> dict | None:
     recent = [r["test_error"] for r in tested[-RECENT:]]
     return {"steps_completed": int(last["step"]), "planned_steps": round(epochs * last["step"] / last["epoch"]),
             "recent_test_error": float(sum(recent) / len(recent)), "recent_passes": len(recent),
-            "last_test_error": tested[-1]["test_error"], "final_max_norm_bound": last.get("max_norm_bound"),
+            "final_max_norm_bound": last.get("max_norm_bound"),
             "wall_seconds": last.get("seconds") or 0.0}
 
 

@@ -57,7 +57,6 @@ def curve_groups(res: Result) -> dict[str, list[dict]]:
     return {**stopped, **done}
 
 
-
 def plot_curves(t: paper.Table, res: Result, out: Path) -> Path | None:
     """Test error against updates for each seed of each row that ran, with the paper's value: where a row
     misses, is it still falling at the end, or has it settled above the paper?"""
