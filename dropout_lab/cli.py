@@ -349,7 +349,7 @@ def bench(
         result = benchmark(arch, ks, dev, steps, precision=precision, rounds=rounds, workers=workers)
     except ValueError as e:
         fail(str(e), 2)
-    out_console.print(tables.bench_header(result), highlight=False)
+    out_console.print(tables.bench_header(result), highlight=False, markup=False)
     out_console.print(tables.bench_table(result, out_console.width))
     if json_path is not None:
         write_json(result, json_path)

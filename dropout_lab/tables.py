@@ -4,6 +4,7 @@ prints them. Numbers are percentages on screen (fractions in files); narrow term
 from __future__ import annotations
 
 import statistics
+import textwrap
 from dataclasses import dataclass, field, replace
 
 from rich import box
@@ -192,16 +193,20 @@ def shipped_table(found, width: int = 80) -> Table:
     return fitted(cols, width, "shipped sweeps: dropout-lab sweep FILE [--dry-run] [--scale quick|medium]")
 
 
-def bench_header(result: dict) -> str:
+def bench_header(result: dict, width: int = 80) -> str:
+    """The bench's context lines, each wrapped at `width` (the README's 80 by default, whatever the terminal):
+    a CPU's marketing name alone can run past 60 characters."""
     probe = result.get("gemm_probe", {})
     peaks = "; ".join(f"{p} " + ("-" if v["tflops"] is None else f"{v['tflops']:.3f}") for p, v in probe.items())
-    return (f"{result['arch']}, batch {result['batch']}, dropout 0.2/0.5, max-norm\n"
-            f"{result['device']}, torch {result['torch']}, {result['date']}\n"
-            f"stacks: {result.get('precision', 'fp32')} ({result.get('gemm_kernels', 'fp32')} GEMMs); "
-            f"baselines: fp32\nGEMM probe peak, TFLOP/s: {peaks or '-'}\n"
-            f"{result['steps_timed']} steps after {result['warmup_steps']} warm-up, median of "
-            f"{plural(result.get('rounds', 1), 'round')}; steps/s: model-steps (K x steps)\n"
-            "vs tuned, vs loader: over the tuned loop (the baseline) and the DataLoader loop")
+    lines = [f"{result['arch']}, batch {result['batch']}, dropout 0.2/0.5, max-norm",
+             f"{result['device']}, torch {result['torch']}, {result['date']}",
+             f"stacks: {result.get('precision', 'fp32')} ({result.get('gemm_kernels', 'fp32')} GEMMs); "
+             "baselines: fp32",
+             f"GEMM probe peak, TFLOP/s: {peaks or '-'}",
+             f"{result['steps_timed']} steps after {result['warmup_steps']} warm-up, median of "
+             f"{plural(result.get('rounds', 1), 'round')}; steps/s: model-steps (K x steps)",
+             "vs tuned, vs loader: over the tuned loop (the baseline) and the DataLoader loop"]
+    return "\n".join(textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False) for line in lines)
 
 
 def bench_table(result: dict, width: int = 80) -> Table:

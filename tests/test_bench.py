@@ -3,6 +3,7 @@
 import json
 import re
 
+import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
@@ -116,14 +117,26 @@ def test_tuned_loop_trains_with_max_norm():
     assert max(w.norm(dim=1).max() for w in seen["weights"]) > 0.49  # lr 5 pushes rows to the bound
 
 
-def test_bench_command_writes_json_and_rejects_bad_stacks(tmp_path):
+# longer than any CPU's name this suite runs on, with a word no line can break
+LONG_CPU = "Intel(R) Xeon(R) Platinum 8480+ [AMX-BF16] Processor, a stand-in name far longer than " \
+    "any real one, Engineering_Sample_Stepping_E5_at_2.00GHz_with_no_spaces_at_all_in_it"
+
+
+def test_bench_command_writes_json_and_rejects_bad_stacks(tmp_path, monkeypatch):
+    from dropout_lab import results
+
+    monkeypatch.setattr(results, "cpu_model", lambda: LONG_CPU)  # not this machine's name: the longest case
+    monkeypatch.setattr(peak, "PROBE_SECONDS", 0.02)  # the probe's rates are tested on their own, below
     out = tmp_path / "b.json"
     r = cli("bench", "--device", "cpu", "--arch", "784-8-10", "--stack", "1,2", "--steps", "3", "--json", out)
     assert r.returncode == 0, r.stderr
     assert "tuned" in r.stdout and "dataloader" in r.stdout and "K=2" in r.stdout
     assert "vs tuned" in r.stdout and "vs loader" in r.stdout
-    # the report fits 80 columns even when the terminal is wider (conftest's cli sets 200)
+    # every line of the report fits 80 columns even when the terminal is wider (conftest's cli sets 200) ...
     assert max(len(line) for line in r.stdout.splitlines() if not line.startswith("wrote")) <= 80
+    # ... and nothing of the CPU's name is lost to the fitting: its words wrap, whole or broken, in order
+    assert LONG_CPU.replace(" ", "") in r.stdout.replace("\n", "").replace(" ", "")
+    assert json.loads(out.read_text())["device"].startswith(f"cpu ({LONG_CPU}, ")
     result = json.loads(out.read_text())
     assert set(result["stacks"]) == {"1", "2"} and set(result["baselines"]) == {"tuned", "dataloader"}
     probe = result["gemm_probe"]["fp32"]  # measured here, not looked up
@@ -146,11 +159,62 @@ def test_bench_command_writes_json_and_rejects_bad_stacks(tmp_path):
     assert r.returncode == 2 and "--arch = '100-10'" in r.stderr
 
 
-def test_gemm_probe_measures_each_arithmetic():
+class GemmClock:
+    """A stand-in for the probe's clock and torch.mm: each GEMM of m x k x n takes `seconds(m, k, n)` on the
+    clock and is checked for the probe's dtype, so the rates the probe reports are known exactly."""
+
+    def __init__(self, monkeypatch, dtype, seconds):
+        self.now, self.calls, self.dtype, self.seconds = 0.0, [], dtype, seconds
+        monkeypatch.setattr(peak.time, "perf_counter", lambda: self.now)
+        monkeypatch.setattr(peak.torch, "mm", self.mm)
+
+    def mm(self, a, b):
+        assert a.dtype == b.dtype == self.dtype
+        (m, k), n = a.shape, b.shape[1]
+        self.calls.append((m, k, n))
+        self.now += self.seconds(m, k, n)
+
+
+def test_gemm_probe_reports_the_rate_of_each_shape_and_skips_what_it_cannot_time(monkeypatch):
+    def gflops(rate):  # every GEMM at `rate` GFLOP/s
+        return lambda m, k, n: 2 * m * k * n / (rate * 1e9)
+
+    clock = GemmClock(monkeypatch, torch.float32, gflops(50))
+    fp32 = peak.gemm_probe(torch.device("cpu"), "fp32")
+    assert "float32" in fp32["what"]
+    small, square = 2 * 100 * 1024 * 1024 / 50e9, 2 * 1024 ** 3 / 50e9  # seconds a call
+    reps = [min(200, int(peak.PROBE_SECONDS / t)) for t in (small, square)]
+    assert clock.calls == [(100, 1024, 1024)] * (1 + reps[0]) + [(1024, 1024, 1024)] * (1 + reps[1])
+    assert fp32["shapes_tflops"] == pytest.approx({"100x1024x1024": 0.05, "1024x1024x1024": 0.05})
+    assert fp32["tflops"] == pytest.approx(0.05)
+
+    # the layer-sized shape fast, the square one slow: the best of the two is the peak
+    clock = GemmClock(monkeypatch, torch.bfloat16, lambda m, k, n: 2 * m * k * n / (400e9 if m == 100 else 40e9))
+    bf16 = peak.gemm_probe(torch.device("cpu"), "bf16")
+    assert "bfloat16" in bf16["what"]
+    assert bf16["shapes_tflops"] == pytest.approx({"100x1024x1024": 0.4, "1024x1024x1024": 0.04})
+    assert bf16["tflops"] == pytest.approx(0.4)
+
+    # a scalar bf16 fallback (about 1 GFLOP/s): the square GEMM would take over 2 s a call, and is not timed
+    clock = GemmClock(monkeypatch, torch.bfloat16, gflops(1))
+    slow = peak.gemm_probe(torch.device("cpu"), "bf16")
+    assert slow["shapes_tflops"]["1024x1024x1024"] is None and all(c[0] == 100 for c in clock.calls)
+    assert slow["tflops"] == pytest.approx(0.001)
+
+    # every first call over 2 s: each shape tried once, nothing timed, no peak rather than a made-up one
+    clock = GemmClock(monkeypatch, torch.float32, lambda m, k, n: 3.0)
+    none = peak.gemm_probe(torch.device("cpu"), "fp32")
+    assert none["tflops"] is None and set(none["shapes_tflops"].values()) == {None}
+    assert clock.calls == [(100, 1024, 1024), (1024, 1024, 1024)]
+
+
+def test_gemm_probe_on_this_machine_measures_both_arithmetics():
     fp32, bf16 = peak.gemm_probe(torch.device("cpu"), "fp32"), peak.gemm_probe(torch.device("cpu"), "bf16")
-    assert "float32" in fp32["what"] and "bfloat16" in bf16["what"]
-    assert fp32["tflops"] > 0 and set(fp32["shapes_tflops"]) == {"100x1024x1024", "1024x1024x1024"}
-    assert bf16["tflops"] is None or bf16["tflops"] > 0
+    # two cores of any CPU run fp32 GEMMs between 1 GFLOP/s and 100 TFLOP/s, and so does a GPU's fp32
+    assert 1e-3 < fp32["tflops"] < 100 and fp32["tflops"] == max(fp32["shapes_tflops"].values())
+    assert set(fp32["shapes_tflops"]) == set(bf16["shapes_tflops"]) == {"100x1024x1024", "1024x1024x1024"}
+    timed = [v for v in bf16["shapes_tflops"].values() if v is not None]
+    assert bf16["tflops"] == (max(timed) if timed else None)
 
 
 def test_rounds_interleave_the_trainers_and_report_each_ones_median(monkeypatch):

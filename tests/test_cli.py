@@ -2,12 +2,13 @@
 
 import csv
 import json
+import os
 
 import pytest
 
 from dropout_lab.readback import METRIC_COLUMNS, run_dirs
 
-from conftest import ROOT, cli
+from conftest import ROOT, cli, entry_point
 
 
 def read_csv(path):
@@ -113,3 +114,41 @@ def test_precision_is_in_the_run_id_config_and_env_and_bad_ones_are_refused(tmp_
         r = cli("run", ROOT / "configs/spiral.yaml", "--out", tmp_path / "bad", "--device", "cpu", *bad)
         assert r.returncode == 2 and r.stderr.count("\n") == 1 and key in r.stderr, r.stderr
         assert not (tmp_path / "bad").exists()  # refused before anything was written
+
+
+# ----- the installed entry point: a new interpreter per command, as a shell starts it (the tests above run the
+# same commands in this process, conftest.cli); every command once, and each of the exit codes 0, 1 and 2
+
+ENTRY = [  # (what, arguments, exit code, a line of the output holds)
+    ("run", ["run", "configs/spiral.yaml", "--out", "{tmp}", "--set", "optim.epochs=1", "--set", "seed=7"], 0,
+     "dropout: "),
+    ("run that diverges", ["run", "configs/spiral.yaml", "--out", "{tmp}", "--set", "optim.epochs=1",
+                           "--set", "baseline=false", "--set", "optim.name=sgd", "--set", "optim.lr=1e9",
+                           "--set", "optim.momentum_rule=classical"], 1, "1 run(s) did not complete"),
+    ("sweep", ["sweep"], 0, "p_fixed_n.yaml"),
+    ("plot", ["plot", "{tmp}/nowhere"], 2, "not found"),
+    ("report", ["report", "--out", "{tmp}/report.txt"], 2, "must be a .md file"),
+    ("bench", ["bench", "--device", "tpu"], 2, "--device = 'tpu'"),
+    ("beyond ridge", ["beyond", "ridge", "--quick", "--out", "{tmp}/a_file"], 2, "is a file"),
+    ("beyond features", ["beyond", "features", "--out", "{tmp}/a_file"], 2, "is a file"),
+    ("data info", ["data", "info"], 0, "MNIST"),
+    ("data fetch", ["data", "fetch", "--from", "{tmp}/nowhere"], 2, "not a folder"),
+]
+
+
+@pytest.mark.parametrize("what,args,code,needle", ENTRY, ids=[e[0] for e in ENTRY])
+def test_every_command_through_the_installed_entry_point(tmp_path, mnist, what, args, code, needle):
+    import subprocess
+
+    (tmp_path / "a_file").write_text("x\n")
+    argv = [entry_point(), *(a.format(tmp=tmp_path) for a in args)]
+    env = {**os.environ, "COLUMNS": "100"}
+    r = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
+    assert r.returncode == code, r.stderr
+    assert needle in r.stdout + r.stderr and "Traceback" not in r.stderr
+    if code == 2:  # refused: one line, before any work
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("error: ")
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["a_file"]
+    if what == "run":  # the command as typed, the program's own name first
+        [env] = [json.loads(p.read_text()) for p in (tmp_path / "spiral").glob("bern*/env.json")]
+        assert env["command"].startswith("dropout-lab run configs/spiral.yaml ")

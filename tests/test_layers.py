@@ -41,7 +41,7 @@ def test_training_mean_equals_test_output(scaling):
     torch.manual_seed(1)
     d = Dropout(0.4, "bernoulli", scaling)
     x = torch.rand(50)
-    mean = torch.stack([d.train()(x) for _ in range(20_000)]).mean(0)
+    mean = d.train()(x.expand(20_000, 50)).mean(0)  # 20,000 independent masks in one call
     assert torch.allclose(mean, d.eval()(x), atol=0.02)
 
 

@@ -197,9 +197,15 @@ def narrow(*args):
     return cli(*args, columns=80)
 
 
-def test_dry_run_of_table2_fits_80_columns_piped(tmp_path):
+def test_dry_run_of_table2_fits_80_columns_piped(tmp_path, monkeypatch):
+    from dropout_lab import campaign
+
+    # the estimate times a few steps and a test pass of each structure, 2x8192 nets among them (50 s on a
+    # 2-core CPU); its line is what matters here, and test_sweep times small nets through the same code
+    monkeypatch.setattr(campaign, "estimate_seconds", lambda stacks, *a: 3600.0 * 12.3)
     r = narrow("sweep", ROOT / "configs/paper/table2.yaml", "--dry-run", "--out", tmp_path)
     assert r.returncode == 0, r.stderr
+    assert "about 12.3 h on cpu" in " ".join(r.stdout.split())
     assert max(map(len, r.stdout.splitlines())) <= 80
     assert "…" not in r.stdout
     for line in r.stdout.splitlines()[3:24]:  # each run keeps its seed and status
@@ -229,7 +235,10 @@ def test_the_end_of_sweep_table_keeps_its_numbers_at_80_columns(tmp_path):
     assert (tmp_path / "r" / "s" / "sweep.yaml").read_bytes() == record
 
 
-def test_bench_names_stay_on_one_line_at_80_columns():
+def test_bench_names_stay_on_one_line_at_80_columns(monkeypatch):
+    from dropout_lab import peak
+
+    monkeypatch.setattr(peak, "PROBE_SECONDS", 0.02)  # a shorter GEMM probe: its numbers are not read here
     r = narrow("bench", "--device", "cpu", "--arch", "784-16-10", "--stack", "1,2", "--steps", "2", "--workers", "2")
     assert r.returncode == 0, r.stderr
     assert max(map(len, r.stdout.splitlines())) <= 80

@@ -1,5 +1,7 @@
 """Sweeps: expansion and its errors, packing, skip and resume, interruption, failures, the lock, the index."""
 
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -11,15 +13,17 @@ import yaml
 from dropout_lab import local, runner, stacks
 from dropout_lab.config import ConfigError
 from dropout_lab.readback import read_metrics, read_sessions, read_summary
-from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock
+from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock, load_checkpoint
 from dropout_lab.runner import survey
 from dropout_lab.stacks import plan
 from dropout_lab.sweep import expand, load_sweep, select, shipped
 
-from conftest import ROOT, cli, curves, index
+from conftest import ROOT, cli, curves, index, spawn
 
+# checkpoints at the default interval (a minute): no test here runs that long, so a run that is stopped
+# checkpoints at its stop and never before, except where a test sets checkpoint_seconds (KILLED)
 BASE = {
-    "name": "tiny", "device": "cpu", "checkpoint_seconds": 0,
+    "name": "tiny", "device": "cpu",
     "data": {"dataset": "spiral"},
     "model": {"hidden": [32, 32], "init_std": None},
     "optim": {"epochs": 6, "lr": 0.1, "lr_decay": 0.95, "momentum_ramp_epochs": 3, "max_norm": 2.0},
@@ -209,13 +213,51 @@ def test_memory_cap_shrinks_with_model_size():
 # running: skip, resume, interrupt, failures, lock, index
 
 SWEEP = {"grid": {"model.dropout.p_hidden": [0.2, 0.5]}, "seeds": [0, 1]}
+# the sweeps that real signals stop: long enough that a signal sent at epoch 14 finds them still training on a
+# loaded machine, and checkpointing every 50 ms, so that a SIGKILL resumes from a step in the middle of an epoch
+LONG = {**BASE["optim"], "epochs": 60}
+KILLED = {"checkpoint_seconds": 0.05, "optim": LONG}
 
 
-def test_sweep_writes_index_and_a_rerun_skips_everything(tmp_path):
-    path = write_config(tmp_path, SWEEP)
-    r = cli("sweep", path, "--out", tmp_path / "res")
+def trained_once(tmp_path_factory, optim):
+    """(config, results root): SWEEP trained once, uninterrupted, for the tests that compare against it or read it."""
+    root = tmp_path_factory.mktemp("trained")
+    path = write_config(root, SWEEP, optim=optim)
+    r = cli("sweep", path, "--out", root / "res", "--workers", "1")  # one stack of all six runs
     assert r.returncode == 0, r.stderr
-    folder = tmp_path / "res" / "tiny"
+    return path, root / "res"
+
+
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """SWEEP at 6 epochs; a test that changes it works on a copy (`copied`)."""
+    return trained_once(tmp_path_factory, BASE["optim"])
+
+
+@pytest.fixture(scope="module")
+def swept_long(tmp_path_factory):
+    """SWEEP at LONG's 60 epochs: the numbers every interrupted and resumed run must end with."""
+    return trained_once(tmp_path_factory, LONG)
+
+
+def copied(swept, tmp_path, name="res"):
+    """A copy of a trained sweep's results root, and the same config written next to it."""
+    path, res = swept
+    shutil.copytree(res, tmp_path / name)
+    return write_config(tmp_path, SWEEP, optim=yaml.safe_load(path.read_text())["optim"]), tmp_path / name
+
+
+def same_curves(reference, folder):
+    """Every run of `reference` (a sweep folder) ended with the same metrics in `folder`."""
+    runs = [d for d in reference.glob("*/") if (d / "metrics.csv").exists()]
+    assert len(runs) == 6
+    for d in runs:
+        assert curves(d) == curves(folder / d.name), d.name
+
+
+def test_sweep_writes_index_and_a_rerun_skips_everything(swept, tmp_path):
+    path, res = copied(swept, tmp_path)
+    folder = res / "tiny"
     rows = index(folder)
     assert list(rows[0]) == ["run_id", "status", "model.dropout.p_hidden", "seed", "precision", "dropout",
                              *INDEX_METRICS]
@@ -295,68 +337,89 @@ def test_interrupted_runs_resume_to_the_uninterrupted_numbers(tmp_path, monkeypa
         assert curves(a.dir) == curves(b.dir) and len(curves(b.dir)) == 6
 
 
-def test_ctrl_c_then_kill_then_rerun_loses_nothing(tmp_path):
+def epochs_written(folder):
+    """Epochs in each run's metrics.csv under a sweep folder."""
+    return {d.name: len(read_metrics(d)) for d in folder.glob("*/") if (d / "metrics.csv").exists()}
+
+
+def wait_until(p, folder, ready):
+    """Until ready(epochs_written(folder)); the sweep must still be training then, or the test would prove nothing."""
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if ready(epochs_written(folder)):
+            return
+        assert p.poll() is None, "the sweep ended before the signal: " + p.communicate()[1]
+        time.sleep(0.02)
+    raise AssertionError(f"no progress in {folder} within 120 s")
+
+
+def every_run_done_or_checkpointed(folder):
+    """After a stop: each run either completed or keeps a checkpoint to resume from; at least one was stopped."""
+    unfinished = [d for d in folder.glob("*/") if read_summary(d) is None]
+    assert unfinished and all((d / "checkpoint.pt").is_file() for d in unfinished)
+    assert all(read_summary(d)["status"] == "completed" for d in folder.glob("*/") if d not in unfinished)
+
+
+def test_ctrl_c_then_kill_then_rerun_loses_nothing(swept_long, tmp_path):
     """A real SIGINT, a SIGTERM, then a SIGKILL mid-run, then a rerun: the numbers of one uninterrupted sweep,
     and a session line for every invocation, the killed one's kept current while it trained."""
-    path = write_config(tmp_path, SWEEP, optim={**BASE["optim"], "epochs": 30})
-    assert cli("sweep", path, "--out", tmp_path / "whole").returncode == 0
+    path = write_config(tmp_path, SWEEP, **KILLED)
+    folder = tmp_path / "cut" / "tiny"
     cmd = [sys.executable, "-m", "dropout_lab", "sweep", str(path), "--out", str(tmp_path / "cut")]
     for sig, code in ((signal.SIGINT, 130), (signal.SIGTERM, 130), (signal.SIGKILL, -9)):
+        before = epochs_written(folder)
         p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
-        deadline = time.time() + 120
-        target = {signal.SIGINT: 5, signal.SIGTERM: 9, signal.SIGKILL: 14}[sig]
-        while time.time() < deadline:
-            rows = [len(read_metrics(d)) for d in (tmp_path / "cut" / "tiny").glob("*/")
-                    if (d / "metrics.csv").exists()]
-            if len(rows) == 6 and min(rows) >= target:
-                break
-            time.sleep(0.02)
+        if sig == signal.SIGINT:  # every run training, 5 epochs in
+            wait_until(p, folder, lambda now: len(now) == 6 and min(now.values()) >= 5)
+        else:  # resumed runs that stopped at different steps train as separate stacks: one of them 2 epochs on
+            wait_until(p, folder, lambda now, was=before: any(was[r] + 2 <= n <= LONG["epochs"] // 2
+                                                              for r, n in now.items()))
+        if sig == signal.SIGKILL:
+            time.sleep(0.2)  # 4 checkpoint intervals of training: the kill must find a checkpoint made since
         p.send_signal(sig)
         _, err = p.communicate(timeout=60)
         assert p.returncode == code, err
         if sig != signal.SIGKILL:
             assert "interrupted" in err and "Traceback" not in err
-            assert len(list((tmp_path / "cut" / "tiny").glob("*/checkpoint.pt"))) == 6
+            every_run_done_or_checkpointed(folder)
+            if sig == signal.SIGINT:
+                assert len(list(folder.glob("*/checkpoint.pt"))) == 6
         else:  # killed outright: its line says it was still training, with the time it had trained
-            last = read_sessions(tmp_path / "cut" / "tiny")[-1]
+            last = read_sessions(folder)[-1]
             assert last["outcome"] == "running" and last["wall_seconds"] > 0
+            # and a run that trained 2 epochs and 0.2 s or more before the kill resumes from a checkpoint made
+            # while it trained (every 50 ms), not from the one the SIGTERM left
+            now = epochs_written(folder)
+            moved = [r for r in now if now[r] >= before[r] + 2 and read_summary(folder / r) is None]
+            assert moved and all(load_checkpoint(folder / r)["epoch"] > before[r] for r in moved)
     r = cli("sweep", path, "--out", tmp_path / "cut")
     assert r.returncode == 0, r.stderr
     # the next invocation, holding the lock, knows the killed one is gone and marks its line 'stopped'
-    sessions = read_sessions(tmp_path / "cut" / "tiny")
+    sessions = read_sessions(folder)
     assert [x["outcome"] for x in sessions] == ["interrupted", "interrupted", "stopped", "completed"]
     assert all(x["wall_seconds"] > 0 for x in sessions)
-    for d in (tmp_path / "whole" / "tiny").glob("*/"):
-        if (d / "metrics.csv").exists():
-            assert curves(d) == curves(tmp_path / "cut" / "tiny" / d.name)
-    assert [x["status"] for x in index(tmp_path / "cut" / "tiny")] == ["completed"] * 6
+    same_curves(swept_long[1] / "tiny", folder)
+    assert [x["status"] for x in index(folder)] == ["completed"] * 6
 
 
-def test_workers_train_stacks_side_by_side_to_the_same_numbers_and_stop_together(tmp_path):
+def test_workers_train_stacks_side_by_side_to_the_same_numbers_and_stop_together(swept_long, tmp_path):
     """--workers 2: the plan is split in two, the curves are those of one stack at a time, a SIGTERM
     checkpoints both running stacks, and a resume with one worker ends with the same numbers."""
-    path = write_config(tmp_path, SWEEP, optim={**BASE["optim"], "epochs": 30})
+    path = write_config(tmp_path, SWEEP, **KILLED)
     runs = survey(load_sweep(path).runs, tmp_path / "x")
     assert [len(s) for s in plan(runs, runner.torch.device("cpu"), workers=2)] == [3, 3]
-    assert cli("sweep", path, "--out", tmp_path / "one").returncode == 0
+    assert [len(s) for s in plan(runs, runner.torch.device("cpu"), workers=1)] == [6]  # the reference: one stack
     cmd = [sys.executable, "-m", "dropout_lab", "sweep", str(path), "--out", str(tmp_path / "two"), "--workers", "2"]
     p = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        rows = [len(read_metrics(d)) for d in (tmp_path / "two" / "tiny").glob("*/") if (d / "metrics.csv").exists()]
-        if len(rows) == 6 and min(rows) >= 3:
-            break
-        time.sleep(0.02)
+    wait_until(p, tmp_path / "two" / "tiny", lambda now: len(now) == 6 and min(now.values()) >= 3)
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=60)
     assert p.returncode == 130 and "Traceback" not in err, err
     assert len(list((tmp_path / "two" / "tiny").glob("*/checkpoint.pt"))) == 6
-    r = cli("sweep", path, "--out", tmp_path / "two")
+    r = cli("sweep", path, "--out", tmp_path / "two", "--workers", "1")
     assert r.returncode == 0, r.stderr
-    for d in (tmp_path / "one" / "tiny").glob("*/"):
-        if (d / "metrics.csv").exists():
-            assert curves(d) == curves(tmp_path / "two" / "tiny" / d.name)
+    same_curves(swept_long[1] / "tiny", tmp_path / "two" / "tiny")
     first = read_sessions(tmp_path / "two" / "tiny")[0]
     assert first["stacks"] == 2 and "2 stacks at a time on 1 torch thread each" in first["device_name"]
     for bad, message in ((["--workers", "0"], "--workers = 0: must be >= 1"),
@@ -459,38 +522,38 @@ def test_a_failing_stack_does_not_stop_the_sweep_and_fail_fast_does(tmp_path, mo
         assert (tmp_path / "f2" / "tiny" / rows["[8]"]["run_id"] / "checkpoint.pt").is_file()
 
 
-def test_a_second_writer_is_refused_clearly(tmp_path):
+def test_a_second_writer_is_refused_clearly(swept, tmp_path):
     path = write_config(tmp_path, SWEEP)
     folder = tmp_path / "res" / "tiny"
     with folder_lock(folder):
         with pytest.raises(FolderBusy):
             with folder_lock(folder):
                 pass
-        r = cli("sweep", path, "--out", tmp_path / "res")
-        assert r.returncode == 1 and "is in use by dropout-lab pid" in r.stderr
+        r = spawn("sweep", path, "--out", tmp_path / "res")  # another process, as a second user's would be
+        assert r.returncode == 1 and f"is in use by dropout-lab pid {os.getpid()}" in r.stderr
         assert r.stderr.strip().count("\n") == 0
         assert not list(folder.glob("*/metrics.csv"))
-    assert cli("sweep", path, "--out", tmp_path / "res").returncode == 0  # released with its holder
+    shutil.copytree(swept[1], tmp_path / "res", dirs_exist_ok=True)  # the finished sweep, in the folder held
+    r = cli("sweep", path, "--out", tmp_path / "res")  # released with its holder: the folder is this invocation's
+    assert r.returncode == 0 and "6 already done" in " ".join(r.stderr.split())
 
 
-def test_ray_backend_gives_the_local_index(tmp_path):
+def test_ray_backend_gives_the_local_index(swept, tmp_path):
     pytest.importorskip("ray")
-    path = write_config(tmp_path, SWEEP)
-    assert cli("sweep", path, "--out", tmp_path / "local").returncode == 0
-    r = cli("sweep", path, "--out", tmp_path / "ray", "--backend", "ray", "--max-stack", "3")
+    path, local_root = swept  # trained as one stack of 6; Ray's tasks train stacks of 3
+    r = spawn("sweep", path, "--out", tmp_path / "ray", "--backend", "ray", "--max-stack", "3")
     assert r.returncode == 0, r.stderr
     keep = ["run_id", "status", "model.dropout.p_hidden", "seed", "dropout", "final_test_error",
             "best_test_error", "final_train_error", "epochs_completed"]
-    local, ray = ([{k: x[k] for k in keep} for x in index(tmp_path / d / "tiny")] for d in ("local", "ray"))
+    local, ray = ([{k: x[k] for k in keep} for x in index(root / "tiny")] for root in (local_root, tmp_path / "ray"))
     assert local == ray
     env = (tmp_path / "ray" / "tiny" / local[0]["run_id"] / "env.json").read_text()
     assert '"backend": "ray"' in env
 
 
-def test_plot_draws_curves_and_the_sweep_and_replots_only_what_changed(tmp_path):
-    path = write_config(tmp_path, SWEEP)
-    assert cli("sweep", path, "--out", tmp_path / "results").returncode == 0
-    folder = tmp_path / "results" / "tiny"
+def test_plot_draws_curves_and_the_sweep_and_replots_only_what_changed(swept, tmp_path):
+    _, res = copied(swept, tmp_path, "results")
+    folder = res / "tiny"
     r = cli("plot", folder)
     assert r.returncode == 0, r.stderr
     for name in ("curves.png", "curves.svg", "sweep_p_hidden.png", "sweep_p_hidden.svg"):
