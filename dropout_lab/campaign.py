@@ -66,10 +66,11 @@ class Invocation:
     workers: int = 1
     max_stack: int | None = None
     force: bool = False
+    restart: bool = False
 
     def survey(self) -> tuple[list[Run], list[Run]]:
         """(every run of the sweep, the runs --only keeps), each with what its folder holds."""
-        every = survey(self.sw.runs, self.root, self.sw.values, self.force)
+        every = survey(self.sw.runs, self.root, self.sw.values, self.force, self.restart)
         return every, [r for r, k in zip(every, self.keep) if k]
 
     def chosen(self) -> str:
@@ -105,9 +106,11 @@ class Invocation:
             notes(runs)
             stacks = plan(runs, self.device, self.max_stack, self.workers)
             kept = sum(r.skipped and r.status == "diverged" for r in runs)
+            held = sum(r.held for r in runs)
             console.print(f"[bold]{self.sw.base.name}[/bold]: {tables.plural(len(runs), 'run')}{self.chosen()}, "
                           f"{sum(r.status == 'completed' for r in runs)} already done"
-                          + (f", {kept} diverged earlier (kept; --force retrains)" if kept else "") + "; "
+                          + (f", {kept} diverged earlier (kept; --force retrains)" if kept else "")
+                          + (f", {held} stopped with no resume point (kept; --restart retrains)" if held else "") + "; "
                           f"{tables.plural(len(stacks), 'stack')} on "
                           f"{self.device if self.backend == 'local' else 'Ray'}; results in {self.root}/")
 
@@ -150,13 +153,13 @@ class Invocation:
 
 
 def train_run(sw: Sweep, root: Path, config: Path, device: torch.device, datasets: dict[str, data_mod.Dataset],
-              force: bool, console: Console, notes, log) -> list[Run]:
+              force: bool, console: Console, notes, log, restart: bool = False) -> list[Run]:
     """`dropout-lab run`: the config's dropout model and its control, under the folder's lock."""
     from .local import execute
 
     with folder_lock(root):
         claim(root, config)
-        runs = survey(sw.runs, root, sw.values, force)
+        runs = survey(sw.runs, root, sw.values, force, restart)
         notes(runs)
         for r in runs:
             if r.status == "completed":

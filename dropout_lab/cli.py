@@ -80,6 +80,9 @@ def run(
     device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
+    restart: bool = typer.Option(False, "--restart", help="train runs that stopped with no checkpoint to resume "
+                                                        "from again, from scratch; their curves so far move to "
+                                                        "RUN/earlier/N/ (without it such runs are kept as they are)"),
     scale: str = typer.Option("full", "--scale", help=SCALE_HELP),
 ) -> None:
     """Train the config's dropout model and (with baseline: true) its no-dropout control, as one stack.
@@ -106,7 +109,7 @@ def run(
     err_console.print(f"[bold]{cfg.name}[/bold]: {len(sw.runs)} model(s) on {dev} in {cfg.precision}, "
                       f"{tables.plural(cfg.optim.epochs, 'epoch')}, results in {root}/")
     try:
-        runs = train_run(sw, root, config, dev, datasets, force, err_console, _notes, _log)
+        runs = train_run(sw, root, config, dev, datasets, force, err_console, _notes, _log, restart)
     except FolderBusy as e:
         fail(str(e), 1)
     except KeyboardInterrupt:
@@ -115,7 +118,7 @@ def run(
     name = cfg.name + (" (MNIST)" if cfg.data.dataset == "mnist" else "")
     out_console.print(tables.run_table(name, runs, out_console.width))
     for r in runs:
-        out_console.print(f"  {'dropout' if r.summary.get('dropout') else 'control'}: {r.dir}", highlight=False)
+        out_console.print(f"  {'dropout' if r.cfg.has_dropout else 'control'}: {r.dir}", highlight=False)
     if len(runs) == 2 and all(r.status == "completed" for r in runs) and (pairs := seed_pairs(root, sw.runs[0])):
         out_console.print(tables.control_line(pairs), highlight=False)
     _exit_on_failures(runs)
@@ -123,11 +126,17 @@ def run(
 
 def _exit_on_failures(runs) -> None:
     bad = [r for r in runs if r.status in ("failed", "diverged")]
+    held = [r for r in runs if r.held]
     if bad:
         err_console.print(f"{len(bad)} run(s) did not complete:", style="red")
         for r in bad:
             kept = " (kept from an earlier invocation; --force retrains)" if r.skipped else ""
             err_console.print(f"  {r.id}: {r.status}{kept}: {(r.summary or {}).get('error', '')}", markup=False)
+    if held:  # the results still lack them: say so, and how to train them, rather than exit as if done
+        err_console.print(f"{len(held)} run(s) stopped earlier with no checkpoint to resume from, kept as they are "
+                          "and not trained: --restart trains them from scratch (their curves move to earlier/)",
+                          style="yellow", markup=False, highlight=False, soft_wrap=True)
+    if bad or held:
         raise typer.Exit(1)
 
 
@@ -161,6 +170,9 @@ def sweep(
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="stop at the first failed or diverged run"),
+    restart: bool = typer.Option(False, "--restart", help="train runs that stopped with no checkpoint to resume "
+                                                        "from again, from scratch; their curves so far move to "
+                                                        "RUN/earlier/N/ (without it such runs are kept as they are)"),
     keep_checkpoints: bool = typer.Option(False, "--keep-checkpoints", help="keep checkpoint.pt of completed runs"),
     scale: str = typer.Option("full", "--scale", help=SCALE_HELP),
 ) -> None:
@@ -194,7 +206,7 @@ def sweep(
     except data_mod.DataError as e:
         fail(str(e), 1)
 
-    inv = Invocation(sw, keep, out / sw.base.name, dev, datasets, backend, workers, max_stack, force)
+    inv = Invocation(sw, keep, out / sw.base.name, dev, datasets, backend, workers, max_stack, force, restart)
     if dry_run:
         inv.dry_run(out_console, _notes)
         return
@@ -255,9 +267,11 @@ def plot(
 def report(
     results: list[Path] = typer.Argument(None, help="results folders to read (default: results/, where the paper "
                                                     "configs write)"),
-    out: Path = typer.Option(Path("results/REPORT.md"), "--out", help="the Markdown report to write"),
+    out: Path | None = typer.Option(None, "--out", help="the Markdown report to write, its figures next to it in "
+                                                       "report/ (default: REPORT.md in the one folder reported, "
+                                                       "results/REPORT.md for results/)"),
 ) -> None:
-    """The paper's MNIST tables and claims next to ours, from finished runs; trains nothing."""
+    """The paper's MNIST tables and claims next to ours, from finished and stopped runs; trains nothing."""
     from .report import build
     from .results import command_line
 
@@ -265,12 +279,19 @@ def report(
     for r in roots:
         if not r.is_dir():
             fail(f"results folder '{r}' " + ("is a file, not a folder" if r.exists() else "not found"), 2)
+    if out is None:  # a report of other folders never replaces the committed one: it goes next to them
+        if len(roots) > 1:
+            fail(f"--out is needed to report {len(roots)} folders together (say where REPORT.md goes)", 2)
+        out = roots[0] / "REPORT.md"
     if out.suffix != ".md":
         fail(f"--out = {out}: must be a .md file (its figures go next to it, in report/)", 2)
     _writable(out, "--out", folder=False)
     _writable(out.parent / "report", "--out", folder=True)
     try:
-        headline = build(roots, out, command_line(), _warn)
+        # the command as the README gives it, however it was started: reporting the same results again from
+        # `python -m dropout_lab` or `dropout-lab` writes the same bytes
+        command = command_line().replace("python -m dropout_lab", "dropout-lab", 1)
+        headline = build(roots, out, command, _warn)
     except OSError as e:
         fail(f"--out = {out}: cannot write the report there ({e.strerror})", 1)
     # Markdown as is: a table row wrapped at the terminal's width (or a pipe's 80) is no longer a row

@@ -27,6 +27,9 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, validate_default=True, allow_inf_nan=False)
 
 
+MAX_P = 0.999  # the largest drop probability a config may ask for (the paper's smallest retention is 0.1)
+
+
 class DropoutConfig(_Strict):
     kind: Literal["none", "bernoulli", "gaussian"] = "bernoulli"
     p_input: float = 0.2  # drop probability of input pixels (paper: retention 0.8)
@@ -41,6 +44,9 @@ class DropoutConfig(_Strict):
     def _drop_probability(cls, p: float) -> float:
         if not 0.0 <= p < 1.0:
             raise ValueError("must be in [0, 1): p is the drop probability (the paper's retention is 1-p)")
+        if p > MAX_P:  # accepted, it would train a net that sees nothing and end "diverged"
+            raise ValueError(f"must be at most {MAX_P}: a larger p keeps fewer than 1 unit in 1,000, which no net "
+                             "learns from (and the 16-bit masks keep at least 1 in 65,536 whatever p is)")
         return p
 
 
@@ -287,8 +293,36 @@ _Loader.add_implicit_resolver(
 )
 
 
-class DuplicateKey(yaml.MarkedYAMLError):
+class Refused(yaml.MarkedYAMLError):
+    """YAML that parses but is refused before it is built: its `problem` is the one line the user gets."""
+
+
+class DuplicateKey(Refused):
     """A mapping that gives one key twice: YAML keeps the last silently, and the first is lost."""
+
+
+MAX_YAML_BYTES = 1 << 20  # a config is a page of keys; a megabyte is not one
+MAX_YAML_DEPTH = 32  # the schema nests 3 deep; recursion in the checks below is bounded by this
+
+
+def _bounded(text: str) -> None:
+    """Refuse, from the event stream and before anything is built, what would expand or recurse without bound:
+    aliases (a self-referencing one recurses forever, nested ones double at every level) and deep nesting."""
+    if len(text) > MAX_YAML_BYTES:
+        raise Refused(problem=f"{len(text):,} characters: a config is at most {MAX_YAML_BYTES:,}")
+    depth = 0
+    for event in yaml.parse(text, Loader=_Loader):  # noqa: S506 (a SafeLoader subclass)
+        if isinstance(event, yaml.AliasEvent):
+            raise Refused(problem=f"an alias (*{event.anchor}) at line {event.start_mark.line + 1}: aliases are "
+                                  "not allowed in a config (they can expand without bound); write the values out",
+                          problem_mark=event.start_mark)
+        if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+            depth += 1
+            if depth > MAX_YAML_DEPTH:
+                raise Refused(problem=f"nested more than {MAX_YAML_DEPTH} levels deep at line "
+                                      f"{event.start_mark.line + 1}", problem_mark=event.start_mark)
+        elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+            depth -= 1
 
 
 def _unique_keys(node, path: tuple = ()) -> None:
@@ -309,6 +343,7 @@ def _unique_keys(node, path: tuple = ()) -> None:
 
 
 def yaml_load(text: str):
+    _bounded(text)
     _unique_keys(yaml.compose(text, Loader=_Loader))  # noqa: S506 (a SafeLoader subclass)
     return yaml.load(text, Loader=_Loader)  # noqa: S506
 
@@ -361,6 +396,8 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set '{text}': expected KEY=VALUE, e.g. --set optim.epochs=3")
     try:
         return key, yaml_load(value)
+    except Refused as e:
+        raise ConfigError(f"--set {key} = {value[:60]!r}: {e.problem}") from None
     except yaml.YAMLError as e:
         first = str(e).splitlines()[0]
         raise ConfigError(f"--set {key} = {value!r}: not valid YAML ({first})") from None
@@ -394,7 +431,7 @@ def read_yaml(path: str | Path) -> dict:
                           f"{e.start}); save it as UTF-8") from None
     except OSError as e:
         raise ConfigError(f"config file '{path}': cannot be read ({e.strerror})") from None
-    except DuplicateKey as e:
+    except Refused as e:
         raise ConfigError(f"config file '{path}': {e.problem}") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)

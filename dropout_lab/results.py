@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import fcntl
+import filecmp
 import io
 import json
 import os
@@ -40,13 +41,17 @@ from .config import Config, to_yaml
 from .readback import METRIC_COLUMNS, Damaged, read_env, read_metrics
 
 
-def _replace(path: Path, write: Callable[[str], None]) -> None:
-    """write(tmp) fills a temp file in the same folder, then a rename: readers see the old file or the new one."""
+def _replace(path: Path, write: Callable[[str], None], keep_same: bool = False) -> None:
+    """write(tmp) fills a temp file in the same folder, then a rename: readers see the old file or the new one.
+    keep_same: where the new bytes equal the file's, the file is left as it was (its time too)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
     try:
         write(tmp)
+        if keep_same and path.is_file() and filecmp.cmp(tmp, path, shallow=False):
+            Path(tmp).unlink()
+            return
         os.chmod(tmp, 0o644)  # mkstemp makes it private; results are for reading
         os.replace(tmp, path)
     except BaseException:
@@ -65,8 +70,15 @@ def atomic_write(path: Path, text: str) -> None:
 
 
 def save_figure(fig, path: Path, dpi: int = 120) -> Path:
-    """A matplotlib figure saved atomically, in the format its suffix names (.png, .svg)."""
-    _replace(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=path.suffix[1:]))
+    """A matplotlib figure saved atomically, in the format its suffix names (.png, .svg). The same figure gives
+    the same bytes (an SVG's date and random ids would change every time), and a file that already holds them
+    is not rewritten: redrawing unchanged results changes no committed file."""
+    import matplotlib
+
+    fmt = path.suffix[1:]
+    metadata = {"Date": None} if fmt == "svg" else None  # the SVG's own dc:date
+    with matplotlib.rc_context({"svg.hashsalt": "dropout-lab"}):  # its element ids, else random per save
+        _replace(path, lambda tmp: fig.savefig(tmp, dpi=dpi, format=fmt, metadata=metadata), keep_same=True)
     return path
 
 
@@ -264,6 +276,29 @@ def load_checkpoint(run_dir: Path, run_id: str | None = None, mmap: bool = False
 
 def remove_checkpoint(run_dir: Path) -> None:
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
+
+
+EARLIER = "earlier"  # <run>/earlier/N/: the record of attempt N, kept when the run starts again from scratch
+RECORD = ("metrics.csv", "summary.json", "env.json", "config.yaml", "mc.json")
+
+
+def keep_earlier(run_dir: Path) -> Path | None:
+    """Before a fresh start over a folder with recorded epochs (--restart, --force, a damaged record), its
+    record moves to earlier/N/, N one past the last: a restart never erases a curve. Returns that folder."""
+    metrics = run_dir / "metrics.csv"
+    try:
+        with open(metrics, "rb") as f:
+            if len(f.read(1 << 16).splitlines()) < 2:  # a header at most: nothing was recorded
+                return None
+    except OSError:
+        return None
+    taken = [int(p.name) for p in (run_dir / EARLIER).glob("*") if p.name.isdigit()]
+    dest = run_dir / EARLIER / str(max(taken, default=0) + 1)
+    dest.mkdir(parents=True)
+    for name in RECORD:
+        if (run_dir / name).is_file():
+            os.replace(run_dir / name, dest / name)
+    return dest
 
 
 # ----------------------------------------------------------------------------------------------

@@ -23,7 +23,16 @@ from . import data as data_mod
 from .config import Config, ConfigError
 from .evaluate import mc_evaluate
 from .readback import Damaged, check_run, read_env, read_metrics
-from .results import CHECKPOINT, RunWriter, atomic_write, load_checkpoint, remove_checkpoint, save_checkpoint
+from .results import (
+    CHECKPOINT,
+    EARLIER,
+    RunWriter,
+    atomic_write,
+    keep_earlier,
+    load_checkpoint,
+    remove_checkpoint,
+    save_checkpoint,
+)
 from .scale import updates as run_updates
 from .train import StackTrainer, train_stack
 
@@ -37,6 +46,7 @@ class Run:
     progress: tuple[int, int] = (0, 0)  # (epoch, step) its checkpoint resumes from
     summary: dict | None = None
     skipped: bool = False  # completed or diverged before this invocation: kept, not retrained
+    held: bool = False  # epochs recorded and no resume point: kept as it is, not trained, until --restart
     note: str = ""  # one line for the user: a damaged file found in its folder, and what is done about it
 
     @property
@@ -84,9 +94,12 @@ def _epochs_on_disk(run_dir: Path) -> int:
 
 
 def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = None,
-           force: bool = False) -> list[Run]:
+           force: bool = False, restart: bool = False) -> list[Run]:
     """What each run's folder holds: completed and diverged runs are kept, checkpointed ones resume, others start.
 
+    A run with recorded epochs and no checkpoint it can resume from (lost with its machine, never committed,
+    another trainer's) is held: left as it is, not trained, so that no command replaces a curve that may have
+    cost hours; `restart` trains it from scratch, and run_stack keeps its curve in earlier/N/ first.
     A folder with a damaged record (summary.json, env.json, metrics.csv) is not trusted: its run is retrained,
     from its checkpoint only where that and the rows it keeps are intact and env.json is too (a resumed run
     keeps its first start's provenance), and run.note says so.
@@ -122,13 +135,21 @@ def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = N
         how = f"from its checkpoint at epoch {ckpt['epoch']}" if ckpt is not None else "from scratch"
         if damage:
             run.note = f"{damage}: that run is retrained {how}"
+        elif run.status == "partial" and ckpt is None and (epochs := _epochs_on_disk(run.dir)):
+            if (run.dir / CHECKPOINT).is_file():
+                what = (f"{run.dir / CHECKPOINT} cannot be resumed (unreadable, another run's, an older trainer's, "
+                        f"or its metrics rows are gone), with {epochs} epochs recorded")
+            else:
+                what = f"{run.dir}: {epochs} epochs recorded and no checkpoint to resume from"
+            if restart:
+                run.note = f"{what}: --restart trains that run from scratch; its curve so far is kept in {EARLIER}/"
+            else:  # a restart would replace what may be hours of curve: the user decides, with --restart
+                run.held = True
+                run.note = (f"{what}: kept as it is, not trained; --restart trains it from scratch and keeps this "
+                            f"curve in {EARLIER}/")
         elif ckpt is None and (run.dir / CHECKPOINT).is_file():  # a restart the user should not have to guess
             run.note = (f"{run.dir / CHECKPOINT} cannot be resumed (unreadable, another run's, an older trainer's, "
                         "or its metrics rows are gone): that run is retrained from scratch")
-        elif run.status == "partial" and ckpt is None and (epochs := _epochs_on_disk(run.dir)):
-            # a checkpoint lost with its machine: the curve so far is replaced, which nobody should learn afterwards
-            run.note = (f"{run.dir}: {epochs} epochs trained but no checkpoint to resume from: that run restarts "
-                        "from scratch and its metrics.csv is replaced (copy the folder first to keep its curve)")
     return runs
 
 
@@ -181,8 +202,9 @@ def run_stack(runs: Sequence[Run], data: data_mod.Dataset, device: torch.device,
     if states is not None and any(s is None for s in states):
         raise RuntimeError("a checkpoint of this stack disappeared; run the command again to restart it")
     if states is None:
-        for r in runs:  # a fresh start must never be mistaken later for a resume point
+        for r in runs:  # a fresh start must never be mistaken later for a resume point, nor erase a curve
             remove_checkpoint(r.dir)
+            keep_earlier(r.dir)
     writers = {i: RunWriter(r.dir, r.cfg, env, keep_rows=r.progress[0]) for i, r in enumerate(runs)}
     summaries: dict[int, dict] = {}
     every = min(c.checkpoint_seconds for c in cfgs)

@@ -115,7 +115,7 @@ def plan(runs: Sequence[Run], device: torch.device, max_stack: int | None = None
     depend on its stack), until there are at least `workers` stacks and none holds more than its share
     unless it is a single model; the costliest go first, so that the workers finish together.
     """
-    todo = [r for r in runs if not r.skipped]
+    todo = [r for r in runs if not r.skipped and not r.held]
     stacks = []
     by_progress: dict[tuple, list[Run]] = {}
     for r in todo:

@@ -104,6 +104,8 @@ def duration(seconds: float) -> str:
 def status(r) -> str:
     """A run's state in a plan: what this invocation does with it."""
     if r.status == "partial":
+        if r.held:
+            return "stopped (kept; --restart retrains)"
         return f"partial (epoch {r.progress[0]}/{r.cfg.optim.epochs})" if r.progress != (0, 0) else "partial (restarts)"
     if r.status == "diverged":
         return "diverged (kept; --force retrains)" if r.skipped else "diverged"
@@ -112,16 +114,18 @@ def status(r) -> str:
 
 def run_table(name: str, runs, width: int = 80) -> Table:
     """`dropout-lab run`: the dropout model and its control, side by side."""
-    ss = [r.summary for r in runs]
-    states = [s["status"] + (" (earlier)" if r.status == "completed" else " (kept; --force retrains)")
-              if r.skipped else s["status"] for r, s in zip(runs, ss)]
-    cols = [Col("model", ["dropout" if s.get("dropout") else "control" for s in ss]),
+    ss = [r.summary or {} for r in runs]  # a run held as stopped (no resume point) has no summary
+    states = [("stopped (kept; --restart retrains)" if r.held else s["status"] + (
+        " (earlier)" if r.status == "completed" else " (kept; --force retrains)")) if r.skipped or r.held
+        else s["status"] for r, s in zip(runs, ss)]
+    cols = [Col("model", ["dropout" if r.cfg.has_dropout else "control" for r in runs]),
             Col("status", states, wrap=True),
-            *(Col(head, [pct(s[key]) for s in ss], right=True, short=short) for head, key, short in (
+            *(Col(head, [pct(s.get(key)) for s in ss], right=True, short=short) for head, key, short in (
                 ("final test", "final_test_error", "test"), ("best test", "best_test_error", "best"),
                 ("final train", "final_train_error", "train"))),
-            Col("epochs", [str(s["epochs_completed"]) for s in ss], right=True),
-            Col("seconds", [f"{s['wall_seconds']:.1f}" for s in ss], short="s", right=True)]
+            Col("epochs", [str(s.get("epochs_completed", "-")) for s in ss], right=True),
+            Col("seconds", [f"{s['wall_seconds']:.1f}" if "wall_seconds" in s else "-" for s in ss], short="s",
+                right=True)]
     return fitted(cols, width, f"{name}: test error")
 
 

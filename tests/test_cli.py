@@ -71,15 +71,22 @@ def test_run_mnist_subset_end_to_end(tmp_path, mnist):
     assert "% vs" in r.stdout  # the comparison line
 
 
-def test_an_unfinished_run_is_retrained_and_a_finished_one_kept(tmp_path):
+def test_an_unfinished_run_is_kept_until_restart_and_a_finished_one_kept(tmp_path):
     args = ("run", ROOT / "configs/spiral.yaml", "--out", tmp_path, "--set", "optim.epochs=3")
     assert cli(*args).returncode == 0
     drop, ctrl = sorted(run_dirs(tmp_path / "spiral"), key=lambda d: not d.name.startswith("bern"))
     kept = (ctrl / "summary.json").read_text()
-    (drop / "summary.json").unlink()  # as a crash mid-run leaves it
-    r = cli(*args)
+    curve = (drop / "metrics.csv").read_bytes()
+    (drop / "summary.json").unlink()  # as a crash mid-run leaves it: 3 epochs recorded, no checkpoint
+    r = cli(*args)  # nothing replaces the recorded curve without --restart
+    assert r.returncode == 1 and r.stderr.count("already completed") == 1
+    assert "3 epochs recorded and no checkpoint to resume from: kept as it is" in " ".join(r.stderr.split())
+    assert "stopped (kept; --restart retrains)" in " ".join(r.stdout.split())
+    assert (drop / "metrics.csv").read_bytes() == curve and not (drop / "summary.json").exists()
+    r = cli(*args, "--restart")
     assert r.returncode == 0 and r.stderr.count("already completed") == 1
     assert json.loads((drop / "summary.json").read_text())["status"] == "completed"
+    assert (drop / "earlier" / "1" / "metrics.csv").read_bytes() == curve  # the earlier attempt, kept
     assert (ctrl / "summary.json").read_text() == kept
 
 

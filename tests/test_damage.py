@@ -126,10 +126,17 @@ def mentions(text, path):
 def test_run_and_sweep_retrain_a_damaged_run_cleanly_and_say_so(trained, damaged, command):
     config, res, d, name = damaged
     r = cli(command, config, "--out", res)
-    assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
     [line] = mentions(r.stderr, d / name)  # one line names the file ...
-    assert "retrained from scratch" in line  # ... and says what became of the run
+    if name == "checkpoint.pt":  # ... an unfinished run with no resume point: kept as it is until --restart
+        assert r.returncode == 1 and "kept as it is, not trained" in line
+        assert not (d / "summary.json").exists() and not (d / "earlier").exists()
+        r = cli(command, config, "--out", res, "--restart")
+        [line] = mentions(r.stderr, d / name)
+        assert "--restart trains that run from scratch" in line and (d / "earlier" / "1" / "metrics.csv").is_file()
+    else:
+        assert "retrained from scratch" in line  # ... and says what became of the run
+    assert r.returncode == 0, r.stderr
     summary = read_summary(d)  # a whole, checked summary again
     assert summary["status"] == "completed" and summary["epochs_completed"] == 3
     assert curves(d) == curves(trained[1] / "table2" / d.name)  # the numbers of the undamaged run

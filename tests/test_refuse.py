@@ -50,6 +50,12 @@ CONFIG_FILES = [
     ("a scale's folder", "name: fig4-quick\n", "names ending in -quick or -medium"),
     ("non-ASCII name", "name: Résumé\n", "name = \"Résumé\": must be a folder name: ASCII letters"),
     ("infinite lr", "name: x\noptim: {lr: .inf}\n", "optim.lr = inf: must be a finite number"),
+    ("recursive alias", "name: x\nmodel: &m {hidden: *m}\n", "an alias (*m) at line 2: aliases are not allowed"),
+    ("alias bomb", "name: x\na: &a [1, 1, 1, 1, 1, 1, 1, 1, 1]\n" + "".join(  # 9^10 ones, were it expanded
+        f"{k}: &{k} [{', '.join(['*' + p] * 9)}]\n" for p, k in zip("abcdefghi", "bcdefghij"))
+     + "model: {hidden: *j}\n", "an alias (*a) at line 3"),
+    ("nested without end", "name: x\nmodel: {hidden: " + "[" * 5000 + "]" * 5000 + "}\n", "nested more than 32 levels"),
+    ("a megabyte of keys", "name: x\n" + "".join(f"k{i}: {i}\n" for i in range(120_000)), "a config is at most"),
 ]
 
 
@@ -100,6 +106,8 @@ VALUES = [
     (["data.train_size=1000", "optim.batch_size=5000"], "optim.batch_size = 5000: more than the 1,000 training"),
     (["optim.batch_size=4000"], "optim.batch_size = 4000: more than the 3,000 training images"),
     (["model.hidden=[100000000]"], "model.hidden = [100000000]: one 2-100000000-3 model needs about"),
+    (["model.dropout.p_hidden=0.999999"], "model.dropout.p_hidden = 0.999999: must be at most 0.999"),
+    (["model.dropout.p_input=0.9995"], "model.dropout.p_input = 0.9995: must be at most 0.999: a larger p keeps"),
 ]
 
 

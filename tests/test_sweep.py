@@ -452,41 +452,65 @@ def test_fail_fast_stops_at_a_divergence_and_checkpoints_the_rest(tmp_path):
     assert r.returncode == 1 and rows["0.1"]["status"] == "completed" and rows["0.1"]["epochs_completed"] == "6"
 
 
-def test_a_checkpoint_of_an_older_trainer_is_not_resumed(tmp_path):
-    """Weights were (K, n_in, n_out) before checkpoint format 2: a square layer would load transposed."""
-    import torch
+def snapshot(folder):
+    """Every file under a folder, by path, as bytes (the folder lock aside)."""
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".lock"}
 
+
+def stopped_without_resume_point(tmp_path, damage):
+    """A sweep stopped by --fail-fast, with the 0.1 run's checkpoint then damaged by `damage(path)`: (config, run)."""
     path = write_config(tmp_path, {"grid": {"optim.lr": [0.1, 1e6]}}, baseline=False,
                         optim={**BASE["optim"], "max_norm": None, "lr_decay": 1.0})
     # one stack, so that the divergence stops the other run at the same step, however loaded the machine
     cli("sweep", path, "--out", tmp_path / "res", "--fail-fast", "--workers", "1")
     rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
-    ckpt = tmp_path / "res" / "tiny" / rows["0.1"]["run_id"] / "checkpoint.pt"
-    state = torch.load(ckpt, weights_only=True)
-    assert state.pop("format") == 2 and state["epoch"] > 0
-    torch.save(state, ckpt)  # as the trainer before format 2 wrote it
-    r = cli("sweep", path, "--out", tmp_path / "res")
-    assert "an older trainer's" in r.stderr and "retrained from scratch" in r.stderr
-    rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
-    assert rows["0.1"]["status"] == "completed" and rows["0.1"]["epochs_completed"] == "6"
-
-
-def test_a_partial_run_without_its_checkpoint_says_its_curve_is_replaced(tmp_path):
-    """A checkpoint lost with its machine: the rerun restarts that run, and says so before it replaces the curve."""
-    path = write_config(tmp_path, {"grid": {"optim.lr": [0.1, 1e6]}}, baseline=False,
-                        optim={**BASE["optim"], "max_norm": None, "lr_decay": 1.0})
-    cli("sweep", path, "--out", tmp_path / "res", "--fail-fast", "--workers", "1")
-    rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
     run = tmp_path / "res" / "tiny" / rows["0.1"]["run_id"]
-    epochs = len((run / "metrics.csv").read_text().splitlines()) - 1
-    assert epochs > 0
-    (run / "checkpoint.pt").unlink()
+    assert rows["0.1"]["status"] == "partial" and len(read_metrics(run)) > 0
+    damage(run / "checkpoint.pt")
+    return path, run
+
+
+def held_then_restarted(tmp_path, path, run, says):
+    """Without --restart the run is kept byte for byte, and the command says why and exits 1; with it, the run
+    trains from scratch and its earlier curve is kept in earlier/1/."""
+    folder = run.parent
+    before, curve = snapshot(folder), (run / "metrics.csv").read_bytes()
     r = cli("sweep", path, "--out", tmp_path / "res", "--dry-run")
-    assert f"{epochs} epochs trained but no checkpoint to resume from" in " ".join(r.stderr.split())
-    assert "partial (restarts)" in r.stdout
-    r = cli("sweep", path, "--out", tmp_path / "res")
-    rows = {x["optim.lr"]: x for x in index(tmp_path / "res" / "tiny")}
+    assert r.returncode == 0 and says in " ".join(r.stderr.split()) and "kept as it is, not trained" in r.stderr
+    assert "stopped (kept; --restart retrains)" in " ".join(r.stdout.split())
+    for command in (("sweep", path), ("run", path)):  # the sweep, and `run` of the same file: its first point
+        r = cli(*command, "--out", tmp_path / "res")
+        assert r.returncode == 1 and "--restart trains them from scratch" in " ".join(r.stderr.split()), r.stderr
+        assert snapshot(folder) == before  # not a byte changed
+    r = cli("sweep", path, "--out", tmp_path / "res", "--restart")
+    assert r.returncode == 1 and "diverged (kept from an earlier invocation" in r.stderr  # the lr 1e6 run's exit
+    assert "--restart trains that run from scratch" in " ".join(r.stderr.split())
+    assert "--restart trains them" not in " ".join(r.stderr.split())  # no run held any more
+    rows = {x["optim.lr"]: x for x in index(folder)}
     assert rows["0.1"]["status"] == "completed" and rows["0.1"]["epochs_completed"] == "6"
+    assert (run / "earlier" / "1" / "metrics.csv").read_bytes() == curve
+
+
+def test_a_checkpoint_of_an_older_trainer_is_not_resumed(tmp_path):
+    """Weights were (K, n_in, n_out) before checkpoint format 2: a square layer would load transposed."""
+    import torch
+
+    def older(ckpt):
+        state = torch.load(ckpt, weights_only=True)
+        assert state.pop("format") == 2 and state["epoch"] > 0
+        torch.save(state, ckpt)  # as the trainer before format 2 wrote it
+
+    path, run = stopped_without_resume_point(tmp_path, older)
+    held_then_restarted(tmp_path, path, run, "an older trainer's")
+
+
+def test_a_partial_run_without_its_checkpoint_is_kept_until_restart(tmp_path):
+    """A checkpoint lost with its machine: the run's curve is kept as it is, never replaced by an ordinary command;
+    --restart trains it again and keeps the curve in earlier/."""
+    path, run = stopped_without_resume_point(tmp_path, lambda ckpt: ckpt.unlink())
+    epochs = len(read_metrics(run))
+    held_then_restarted(tmp_path, path, run, f"{epochs} epochs recorded and no checkpoint to resume from")
 
 
 def test_a_failing_stack_does_not_stop_the_sweep_and_fail_fast_does(tmp_path, monkeypatch):
