@@ -81,6 +81,8 @@ def load_datasets(cfgs: Sequence[Config], log=lambda s: None) -> dict[str, data_
     return out
 
 
+UNRESUMABLE = "cannot be resumed (unreadable, another run's, an older trainer's, or its metrics rows are gone)"
+
 # verdicts that stand until --force: a completed run is done, and a diverged one diverges again if retrained
 KEPT = ("completed", "diverged")
 
@@ -137,8 +139,7 @@ def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = N
             run.note = f"{damage}: that run is retrained {how}"
         elif run.status == "partial" and ckpt is None and (epochs := _epochs_on_disk(run.dir)):
             if (run.dir / CHECKPOINT).is_file():
-                what = (f"{run.dir / CHECKPOINT} cannot be resumed (unreadable, another run's, an older trainer's, "
-                        f"or its metrics rows are gone), with {epochs} epochs recorded")
+                what = f"{run.dir / CHECKPOINT} {UNRESUMABLE}, with {epochs} epochs recorded"
             else:
                 what = f"{run.dir}: {epochs} epochs recorded and no checkpoint to resume from"
             if restart:
@@ -148,8 +149,7 @@ def survey(cfgs: Sequence[Config], root: Path, values: Sequence[dict] | None = N
                 run.note = (f"{what}: kept as it is, not trained; --restart trains it from scratch and keeps this "
                             f"curve in {EARLIER}/")
         elif ckpt is None and (run.dir / CHECKPOINT).is_file():  # a restart the user should not have to guess
-            run.note = (f"{run.dir / CHECKPOINT} cannot be resumed (unreadable, another run's, an older trainer's, "
-                        "or its metrics rows are gone): that run is retrained from scratch")
+            run.note = f"{run.dir / CHECKPOINT} {UNRESUMABLE}: that run is retrained from scratch"
     return runs
 
 

@@ -115,9 +115,9 @@ def status(r) -> str:
 def run_table(name: str, runs, width: int = 80) -> Table:
     """`dropout-lab run`: the dropout model and its control, side by side."""
     ss = [r.summary or {} for r in runs]  # a run held as stopped (no resume point) has no summary
-    states = [("stopped (kept; --restart retrains)" if r.held else s["status"] + (
-        " (earlier)" if r.status == "completed" else " (kept; --force retrains)")) if r.skipped or r.held
-        else s["status"] for r, s in zip(runs, ss)]
+    states = [status(r) if r.held else s["status"] + (" (earlier)" if r.status == "completed" else
+                                                       " (kept; --force retrains)") if r.skipped else s["status"]
+              for r, s in zip(runs, ss)]
     cols = [Col("model", ["dropout" if r.cfg.has_dropout else "control" for r in runs]),
             Col("status", states, wrap=True),
             *(Col(head, [pct(s.get(key)) for s in ss], right=True, short=short) for head, key, short in (

@@ -94,6 +94,15 @@ def entry_point() -> str:
     return str(script) if script.exists() else shutil.which("dropout-lab")
 
 
+def tree_bytes(root, checkpoints=True):
+    """Every file under root by its path, as bytes, the folder lock and temp files aside; checkpoints=False leaves
+    checkpoints out too: what git sees of a results folder."""
+    def kept(p):
+        return p.is_file() and p.name != ".lock" and not p.name.endswith(".tmp") and (
+            checkpoints or not p.name.startswith("checkpoint"))
+    return {p.relative_to(root): p.read_bytes() for p in sorted(Path(root).rglob("*")) if kept(p)}
+
+
 def index(folder):
     """A sweep folder's index.csv as rows of strings."""
     with open(folder / "index.csv", newline="") as f:

@@ -8,7 +8,7 @@ import signal
 import subprocess
 import time
 
-from conftest import ROOT, cli, entry_point
+from conftest import ROOT, cli, entry_point, tree_bytes
 
 # what the README tells a user to type, in its order (make run, make sweep, Table 2's row, make paper, make plot,
 # the report); the long-run rows of Table 2 have no checkpoint in git, the rest are complete
@@ -25,16 +25,10 @@ README_COMMANDS = [
 ]
 
 
-def files(root):
-    """Every file under root by its path, as bytes: what git would see (no lock, checkpoint or temp file)."""
-    skip = lambda p: p.name == ".lock" or p.name.startswith("checkpoint") or p.name.endswith(".tmp")  # noqa: E731
-    return {p.relative_to(root): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file() and not skip(p)}
-
-
 def test_the_readme_commands_interrupted_anywhere_change_no_committed_byte(tmp_path):
     shutil.copytree(ROOT / "results", tmp_path / "results")
     os.symlink(ROOT / "configs", tmp_path / "configs")  # the paths as the README gives them
-    committed = files(ROOT / "results")
+    committed = tree_bytes(ROOT / "results", checkpoints=False)
     rng = random.Random(29)
     # each command twice: stopped early (loading and checking) and late (where it would train, had it runs to
     # train: the Table 2 row took 25 s to replace its curves when it restarted them); one that ends first, ends
@@ -50,7 +44,7 @@ def test_the_readme_commands_interrupted_anywhere_change_no_committed_byte(tmp_p
         _, err = p.communicate(timeout=300)
         if not interrupted:  # ran to its end: done, or runs it cannot finish (Table 2's stopped rows)
             assert p.returncode in (0, 1) and "Traceback" not in err, (args, err)
-        now = files(tmp_path / "results")
+        now = tree_bytes(tmp_path / "results", checkpoints=False)
         changed = sorted(str(k) for k in committed if now.get(k) != committed[k])
         assert not changed, (args, changed[:5])
 
@@ -65,14 +59,14 @@ def test_table2s_stopped_rows_are_kept_whole_by_the_readme_command(tmp_path, mon
 
     monkeypatch.setattr(runner, "train_stack", no_training)
     shutil.copytree(ROOT / "results" / "table2", tmp_path / "table2")
-    before = files(tmp_path / "table2")
+    before = tree_bytes(tmp_path / "table2")
     r = cli("sweep", "configs/paper/table2.yaml", "--only", "label=dropout + max-norm ReLU 3x1024", "--workers", "3",
             "--out", tmp_path)
     assert r.returncode == 1 and "Traceback" not in r.stderr
     assert r.stderr.count("no checkpoint to resume from: kept as it is, not trained") == 3
     assert "3 run(s) stopped earlier with no checkpoint" in " ".join(r.stderr.split())
-    assert files(tmp_path / "table2") == before
+    assert tree_bytes(tmp_path / "table2") == before
     r = cli("report", tmp_path)  # another folder's report goes next to it, never over results/REPORT.md
     assert r.returncode == 0, r.stderr
     assert "**stopped**" in (tmp_path / "REPORT.md").read_text() and (tmp_path / "report").is_dir()
-    assert files(tmp_path / "table2") == before
+    assert tree_bytes(tmp_path / "table2") == before

@@ -133,6 +133,9 @@ def test_destinations_are_checked_before_any_work(tmp_path):
     refused(cli("beyond", "ridge", "--quick", "--out", a_file), f"--out = {a_file}: is a file")
     refused(cli("beyond", "features", cfg, "--out", a_file), "is a file")
     refused(cli("report", "--out", tmp_path), "must be a .md file")
+    (tmp_path / "sub").mkdir()
+    refused(cli("report", tmp_path, tmp_path / "sub"), "--out is needed to report 2 folders together",
+            tmp_path / "REPORT.md")
     refused(cli("bench", "--json", tmp_path, "--arch", "784-8-10", "--stack", "1", "--steps", "1"), "is a folder")
     assert a_file.read_text() == "x\n"
 

@@ -18,7 +18,7 @@ from dropout_lab.runner import survey
 from dropout_lab.stacks import plan
 from dropout_lab.sweep import expand, load_sweep, select, shipped
 
-from conftest import ROOT, cli, curves, index, spawn
+from conftest import ROOT, cli, curves, index, spawn, tree_bytes
 
 # checkpoints at the default interval (a minute): no test here runs that long, so a run that is stopped
 # checkpoints at its stop and never before, except where a test sets checkpoint_seconds (KILLED)
@@ -452,12 +452,6 @@ def test_fail_fast_stops_at_a_divergence_and_checkpoints_the_rest(tmp_path):
     assert r.returncode == 1 and rows["0.1"]["status"] == "completed" and rows["0.1"]["epochs_completed"] == "6"
 
 
-def snapshot(folder):
-    """Every file under a folder, by path, as bytes (the folder lock aside)."""
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*"))
-            if p.is_file() and p.name != ".lock"}
-
-
 def stopped_without_resume_point(tmp_path, damage):
     """A sweep stopped by --fail-fast, with the 0.1 run's checkpoint then damaged by `damage(path)`: (config, run)."""
     path = write_config(tmp_path, {"grid": {"optim.lr": [0.1, 1e6]}}, baseline=False,
@@ -475,14 +469,14 @@ def held_then_restarted(tmp_path, path, run, says):
     """Without --restart the run is kept byte for byte, and the command says why and exits 1; with it, the run
     trains from scratch and its earlier curve is kept in earlier/1/."""
     folder = run.parent
-    before, curve = snapshot(folder), (run / "metrics.csv").read_bytes()
+    before, curve = tree_bytes(folder), (run / "metrics.csv").read_bytes()
     r = cli("sweep", path, "--out", tmp_path / "res", "--dry-run")
     assert r.returncode == 0 and says in " ".join(r.stderr.split()) and "kept as it is, not trained" in r.stderr
     assert "stopped (kept; --restart retrains)" in " ".join(r.stdout.split())
     for command in (("sweep", path), ("run", path)):  # the sweep, and `run` of the same file: its first point
         r = cli(*command, "--out", tmp_path / "res")
         assert r.returncode == 1 and "--restart trains them from scratch" in " ".join(r.stderr.split()), r.stderr
-        assert snapshot(folder) == before  # not a byte changed
+        assert tree_bytes(folder) == before  # not a byte changed
     r = cli("sweep", path, "--out", tmp_path / "res", "--restart")
     assert r.returncode == 1 and "diverged (kept from an earlier invocation" in r.stderr  # the lr 1e6 run's exit
     assert "--restart trains that run from scratch" in " ".join(r.stderr.split())
