@@ -18,11 +18,12 @@ from rich.console import Console
 from . import data as data_mod
 from . import tables
 from .config import Config, ConfigError
-from .guard import check_destination, check_source, claim
+from .guard import check_destination, check_files, check_source, claim
 from .results import Session, command_line, env_info, folder_lock, write_index
 from .runner import FailFast, Run, survey
-from .stacks import check_memory, estimate_seconds, model_steps, plan
+from .stacks import absurd_length, check_memory, estimate_seconds, model_steps, plan
 from .sweep import Sweep, write_sweep_yaml
+from .watch import start_lines
 
 
 def check_options(backend: str, max_stack: int | None, workers: int | None, gpus_per_stack: float) -> None:
@@ -49,10 +50,12 @@ def preflight(cfgs: list[Config], root: Path, config: Path, device: torch.device
     notes for what is adjusted rather than refused (--max-stack past memory)."""
     try:
         check_destination(root, "--out")
+        check_files(root, [root / c.run_id() for c in cfgs])
         check_source(root, config)
     except ValueError as e:
         raise ConfigError(str(e)) from None
-    return check_memory(cfgs, device, max_stack, workers)
+    length = absurd_length(cfgs, device)
+    return check_memory(cfgs, device, max_stack, workers) + ([length] if length else [])
 
 
 @dataclass
@@ -118,6 +121,8 @@ class Invocation:
                 write_index(self.root, [{"run_id": r.id, "status": r.status, **r.values, **(r.summary or {})}
                                         for r in every], self.sw.keys)
 
+            for line in start_lines(stacks, self.force, keep_checkpoints):
+                console.print(line, markup=False, highlight=False)
             write_sweep_yaml(self.root, self.sw, config_path, command)
             index()
             if self.force and all(self.keep):  # every run is retrained: earlier sessions no longer account for them
@@ -132,8 +137,8 @@ class Invocation:
                 if self.backend == "ray":
                     from .distributed import execute_ray
 
-                    execute_ray(runs, stacks, env, console, index, address, gpus_per_stack, keep_checkpoints,
-                                fail_fast)
+                    execute_ray(runs, stacks, self.datasets, env, console, index, address, gpus_per_stack,
+                                keep_checkpoints, fail_fast)
                 else:
                     from .local import execute
 
@@ -166,9 +171,10 @@ def train_run(sw: Sweep, root: Path, config: Path, device: torch.device, dataset
                 log(f"{r.id}: already completed, skipped (--force retrains)")
             elif r.skipped:
                 log(f"{r.id}: diverged earlier, kept (--force retrains)")
-            elif r.status == "partial" and r.progress != (0, 0):
-                log(f"{r.id}: resuming from its checkpoint at epoch {r.progress[0]}, step {r.progress[1]}")
-        execute(runs, plan(runs, device), datasets, device, env_info(device), console)
+        stacks = plan(runs, device)
+        for line in start_lines(stacks, force):
+            log(line)
+        execute(runs, stacks, datasets, device, env_info(device), console)
     return runs
 
 

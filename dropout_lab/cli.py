@@ -76,8 +76,9 @@ def _log(s: str) -> None:
 def run(
     config: Path = typer.Argument(..., help="YAML config, e.g. configs/mnist.yaml"),
     set_: list[str] = typer.Option([], "--set", help="override a key: --set optim.epochs=3 (value parsed as YAML)"),
-    out: Path = typer.Option(Path("results"), "--out", help="results root; runs go to OUT/<name>/<run_id>/"),
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
+    out: Path = typer.Option(Path("results"), "--out", help="results root, a folder: runs go to "
+                                                            "OUT/<name>/<run_id>/"),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)"),
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
     restart: bool = typer.Option(False, "--restart", help="train runs that stopped with no checkpoint to resume "
@@ -159,14 +160,15 @@ def sweep(
     only: list[str] = typer.Option([], "--only", help="train only the runs with KEY=VALUE, e.g. --only seed=0 or "
                                                       "--only label=\"dropout ReLU 3x1024\"; repeat a key for "
                                                       "several values; the index still lists every run"),
-    out: Path = typer.Option(Path("results"), "--out", help="results root; runs go to OUT/<name>/<run_id>/"),
+    out: Path = typer.Option(Path("results"), "--out", help="results root, a folder: runs go to "
+                                                            "OUT/<name>/<run_id>/"),
     backend: str = typer.Option("local", "--backend", help="local (stacks in this process) | ray (a task each)"),
     address: str | None = typer.Option(None, "--address", help="Ray cluster address (default: a local instance)"),
     gpus_per_stack: float = typer.Option(0.0, "--gpus-per-stack", help="GPUs a Ray task reserves; 0.25 shares 4/GPU"),
     max_stack: int | None = typer.Option(None, "--max-stack", help="at most K models per stack (default: memory)"),
     workers: int | None = typer.Option(None, "--workers", help="local backend: train this many stacks at a time, a "
                                                             "CPU core each (default: one per core; 1 on a GPU)"),
-    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda (overrides the config)"),
+    device: str | None = typer.Option(None, "--device", help="auto | cpu | cuda | cuda:N (overrides the config)"),
     precision: str | None = typer.Option(None, "--precision", help=PRECISION_HELP),
     force: bool = typer.Option(False, "--force", help="retrain runs that already completed or diverged"),
     fail_fast: bool = typer.Option(False, "--fail-fast", help="stop at the first failed or diverged run"),
@@ -226,24 +228,59 @@ def sweep(
 @app.command()
 def plot(
     results: list[Path] = typer.Argument(None, help="results folders (default: every folder under results/ "
-                                                    "whose plots are older than its runs)"),
+                                                    "whose runs' files changed since it was last plotted)"),
     x: str | None = typer.Option(None, "--x", help="swept key on the x-axis of a sweep plot, e.g. optim.max_norm"),
     y: str | None = typer.Option(None, "--y", help="test_error | train_error | best_test_error (default: both "
                                                   "final errors)"),
+    watch: float | None = typer.Option(None, "--watch", help="SECONDS: check the folders this often and redraw "
+                                                            "those whose runs changed, until Ctrl-C: live curves "
+                                                            "of a sweep that trains"),
 ) -> None:
     """Plot learning curves, and for a sweep its final errors against a swept key and heatmaps.
 
-    Files go to <folder>/plots/*.png and .svg.
+    Files go to <folder>/plots/*.png and .svg. Runs that are still training are drawn as far as they have
+    gone (a folder's plots can be drawn while its sweep trains; --watch keeps them current).
     """
-    from .plot import choose_folders, plot_folder
-    from .readback import Damaged, check_folder
+    from .guard import check_destination, check_files
+    from .plot import choose_folders
+    from .readback import listed_runs, run_dirs
 
+    if watch is not None and not watch > 0:
+        fail(f"--watch = {watch:g}: must be a number of seconds > 0", 2)
     try:
         folders, current = choose_folders(list(results or []), x, y)
+        for folder in [*folders, *current]:
+            check_files(folder, sorted({*run_dirs(folder), *listed_runs(folder)}), write=False)
+            check_destination(folder / "plots", f"results folder '{folder}': its plots/")
     except ValueError as e:
         fail(str(e), 2)
     for f in current:
         out_console.print(f"{f}: plots up to date", highlight=False)
+    damaged = _plot(folders, x, y)
+    if watch is None:
+        if damaged:
+            raise typer.Exit(2)
+        return
+    import time
+
+    from .plot import stale
+
+    watched = list(results or []) or sorted({*folders, *current})
+    out_console.print(f"watching {', '.join(map(str, watched))}: redrawn when their runs change, checked every "
+                      f"{watch:g} s; Ctrl-C stops", highlight=False)
+    try:
+        while True:
+            time.sleep(watch)
+            _plot([f for f in watched if stale(f)], x, y)
+    except KeyboardInterrupt:
+        out_console.print("stopped watching", highlight=False)
+
+
+def _plot(folders: list[Path], x: str | None, y: str | None) -> bool:
+    """Draw each folder's plots; True where a folder was left undrawn for a damaged file."""
+    from .plot import plot_folder
+    from .readback import Damaged, check_folder
+
     damaged = False
     for folder in folders:
         try:  # nothing is drawn from a damaged file: one line for the folder, the others are still plotted
@@ -254,13 +291,16 @@ def plot(
             damaged = True
             continue
         try:
-            paths = plot_folder(folder, x, y)
+            paths = plot_folder(folder, x, y, note=_note)
         except ValueError as e:
             fail(str(e), 2)
         for path in paths:
             out_console.print(f"wrote {path}", highlight=False)
-    if damaged:
-        raise typer.Exit(2)
+    return damaged
+
+
+def _note(line: str) -> None:
+    err_console.print(f"note: {line}", markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -342,12 +382,13 @@ def beyond_features(
 
 @app.command()
 def bench(
-    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda"),
+    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),
     arch: str = typer.Option("784-1024-1024-2048-10", "--arch", help="layer widths, input to output"),
     stack: str = typer.Option("1,8,32", "--stack", help="stack sizes K to time, comma-separated"),
     steps: int = typer.Option(200, "--steps", help="timed steps per measurement (after 20 warm-up steps)"),
     rounds: int = typer.Option(1, "--rounds", help="time every trainer this many times, in turn; report medians"),
-    json_path: Path | None = typer.Option(None, "--json", help="also write the result as JSON to this file"),
+    json_path: Path | None = typer.Option(None, "--json", "--out", help="also write the result as JSON to this "
+                                                                     "file (--out, as report names its file)"),
     precision: str = typer.Option("fp32", "--precision", help="of the stacks: fp32 | bf16 | tf32 (CUDA only); "
                                                              "the baselines are fp32"),
     workers: int = typer.Option(1, "--workers", help="CPU: also time each stack size as this many stacks side by "
@@ -363,7 +404,7 @@ def bench(
     except ConfigError as e:
         fail(str(e), 2)
     if json_path is not None:
-        _writable(json_path, "--json", folder=False)
+        _writable(json_path, "--out" if "--out" in sys.argv else "--json", folder=False)
     err_console.print(f"[dim]timing {arch} on {dev}: a GEMM probe, two fp32 baselines, {precision} stacks of "
                       f"{stack}, {steps} steps each, {tables.plural(rounds, 'round')}[/dim]")
     try:

@@ -16,9 +16,10 @@ from rich.console import Console
 
 from . import data as data_mod
 from .config import ConfigError, validate
-from .local import progress_display, record, remaining_epochs
+from .local import record
 from .results import env_info
 from .runner import FailFast, Run, run_stack
+from .watch import Display, plan_meter
 
 _datasets: dict[str, data_mod.Dataset] = {}  # per worker process: loaded once, reused by later tasks
 
@@ -39,7 +40,7 @@ def _stack_task(cfgs: list[dict], dirs: list[str], progress: tuple[int, int], pr
     return run_stack(runs, _datasets[name], device, env, keep_checkpoints=keep_checkpoints)
 
 
-def execute_ray(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], env: dict, console: Console,
+def execute_ray(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], datasets: dict, env: dict, console: Console,
                 after_stack: Callable[[], None] = lambda: None, address: str | None = None,
                 gpus_per_stack: float = 0.0, keep_checkpoints: bool = False, fail_fast: bool = False) -> None:
     try:
@@ -53,20 +54,17 @@ def execute_ray(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], env: dict,
     provenance = {k: env[k] for k in ("git_commit", "command", "started")}
     pending = {task.remote([r.cfg.model_dump(mode="json") for r in s], [str(r.dir) for r in s], s[0].progress,
                            provenance, keep_checkpoints): s for s in stacks}
-    total = len(runs)
-    with progress_display(console) as progress:
-        done = sum(r.status == "completed" for r in runs)
-        overall = progress.add_task(f"sweep on Ray: {done}/{total} runs done", unit="model-epochs", note="",
-                                    total=remaining_epochs([r for s in stacks for r in s]))
-        stack_task = progress.add_task(f"stacks ({len(stacks)} Ray tasks)", total=len(stacks), unit="stacks",
-                                       note=f"{ray.cluster_resources().get('CPU', 0):g} CPUs, "
-                                            f"{ray.cluster_resources().get('GPU', 0):g} GPUs in the cluster")
+    console.print(f"Ray: {len(stacks)} tasks, {ray.cluster_resources().get('CPU', 0):g} CPUs and "
+                  f"{ray.cluster_resources().get('GPU', 0):g} GPUs in the cluster; progress is counted as "
+                  "tasks finish", highlight=False)
+    meter = plan_meter(runs, stacks, datasets, workers=len(stacks))  # Ray runs them all at once, as it can
+    number = {id(s): n for n, s in enumerate(stacks)}
+    with Display(meter, console) as display:
         try:
             while pending:
                 ready, _ = ray.wait(list(pending), num_returns=1, timeout=1.0)
                 for ref in ready:
                     stack = pending.pop(ref)
-                    advance = remaining_epochs(stack)
                     try:
                         summaries = ray.get(ref)
                     except ray.exceptions.RayError as e:  # the task died (worker lost, out of memory)
@@ -75,11 +73,11 @@ def execute_ray(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], env: dict,
                     record(stack, summaries)
                     for r in stack:
                         if r.status == "failed":
-                            console.print(f"[red]{r.id} failed: {r.summary.get('error')}[/red]")
-                    progress.update(stack_task, advance=1)
-                    progress.update(overall, advance=advance,
-                                    description=f"sweep on Ray: {sum(r.status == 'completed' for r in runs)}"
-                                                f"/{total} runs done")
+                            display.print(f"[red]{r.id} failed: {r.summary.get('error')}[/red]")
+                    steps = max((s.get("steps_completed") or 0 for s in summaries), default=0)
+                    seconds = max((s.get("wall_seconds") or 0.0 for s in summaries), default=0.0)
+                    meter.finish(number[id(stack)], sum(r.status == "completed" for r in stack), steps, seconds)
+                    display.plain()
                     after_stack()
                     if fail_fast and any(r.status in ("failed", "diverged") for r in stack):
                         raise FailFast

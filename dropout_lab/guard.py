@@ -46,6 +46,42 @@ def check_destination(path: Path, option: str, folder: bool = True) -> None:
         raise ValueError(f"{option} = {path}: cannot write in '{base}' ({e.strerror})") from None
 
 
+FOLDER_FILES = ("source.json", "sweep.yaml", "index.csv", "sessions.jsonl")
+RUN_FILES = ("config.yaml", "env.json", "metrics.csv", "summary.json", "checkpoint.pt", "mc.json")
+
+
+def check_files(root: Path, runs: list[Path] = (), write: bool = True) -> None:
+    """Every file of a results folder (and of these run folders) that a command reads or replaces must be a
+    readable (write: and writable) regular file where it exists, and every folder a folder (write: one it
+    can write in): checked before any work, so that nothing is half written when one is not."""
+    root = Path(root)
+    paths = [root / n for n in FOLDER_FILES] + [Path(r) / n for r in runs for n in RUN_FILES]
+    for d in [root, *runs]:
+        if d.exists() and not d.is_dir():
+            raise ValueError(f"{d}: is a file where a results folder belongs; move it away")
+        if write and d.is_dir() and not os.access(d, os.W_OK | os.X_OK):
+            raise ValueError(f"{d}: cannot write in this folder (permission denied)")
+    for path in paths:
+        if not (path.exists() or path.is_symlink()):
+            continue
+        if path.is_dir():
+            raise ValueError(f"{path}: is a folder where the results file belongs; move it away")
+        if not path.is_file():
+            raise ValueError(f"{path}: is not a regular file (a broken link, a pipe or a device); move it away")
+        if not os.access(path, os.R_OK | (os.W_OK if write else 0)):
+            raise ValueError(f"{path}: cannot be read" + (" and replaced" if write else "") + " (permission denied)")
+
+
+def _same_file(recorded: str, config: Path) -> bool:
+    """The recorded path names this config: the same resolved file, or, for a path recorded relative to
+    another working directory, the same trailing folders and name (configs/mnist.yaml from inside configs/)."""
+    here = Path(config).resolve()
+    if Path(recorded).resolve() == here:
+        return True
+    parts = Path(recorded).parts
+    return not Path(recorded).is_absolute() and ".." not in parts and here.parts[-len(parts):] == parts
+
+
 def _digest(path: Path) -> str | None:
     try:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
@@ -79,8 +115,7 @@ def check_source(root: Path, config: Path) -> None:
     if have is None:
         return
     path, digest = have
-    same_path = Path(path).resolve() == Path(config).resolve()
-    if same_path or (digest is not None and digest == _digest(config)):
+    if _same_file(path, config) or (digest is not None and digest == _digest(config)):
         return
     raise ValueError(f"{root}/ holds the runs of {path}; {config} would mix its runs with them: give it a "
                      "name of its own (name: in the file, or --set name=NEW)")

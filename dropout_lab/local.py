@@ -11,28 +11,16 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from . import data as data_mod
 from .readback import read_summary
 from .runner import FailFast, Run, Stop, run_stack
-
-
-def _short(run: Run) -> str:
-    d = run.cfg.model.dropout
-    return f"drop {d.p_input:g}/{d.p_hidden:g}" if run.cfg.has_dropout else "none"
-
-
-def progress_display(console: Console) -> Progress:
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TextColumn("{task.fields[unit]}"), TimeElapsedColumn(), TimeRemainingColumn(),
-                    TextColumn("{task.fields[note]}"), console=console, transient=False)
+from .watch import Display, plan_meter
 
 
 def remaining_epochs(runs: Sequence[Run]) -> int:
@@ -56,39 +44,24 @@ def execute(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], datasets: dict
             workers: int = 1) -> None:
     """Train `stacks`, updating each Run; `after_stack` runs after each (the sweep's index), `tick` after
     every epoch (the session record). workers > 1: that many stacks at a time (stacks.plan split them)."""
-    total_runs = len(runs)
-    lock = threading.Lock()  # the display, the Runs and the callbacks are shared by the worker threads
+    lock = threading.Lock()  # the Runs and the callbacks are shared by the worker threads
     errors: list[BaseException] = []
-    with progress_display(console) as progress, Stop() as stop:
-        done = sum(r.status == "completed" for r in runs)
-        overall = progress.add_task(f"{total_runs} runs: {done} done", unit="model-epochs", note="",
-                                    total=remaining_epochs([r for s in stacks for r in s]))
+    meter = plan_meter(runs, stacks, datasets, workers)
+    with Display(meter, console) as display, Stop() as stop:
 
         def train(n: int, stack: Sequence[Run]) -> None:
             if stop.requested:  # stopping: a stack not started yet stays as it is
                 return
-            epochs = stack[0].cfg.optim.epochs
-            with lock:
-                task = progress.add_task(f"stack {n + 1}/{len(stacks)}, K={len(stack)}", total=epochs,
-                                         completed=stack[0].progress[0], unit="epochs", note="")
-            t0 = time.perf_counter()
 
             def on_epoch(rows):
-                live = [(r, row) for r, row in zip(stack, rows) if row is not None]
-                if not live:
-                    return
-                steps = live[0][1]["step"] - stack[0].progress[1]
-                rate = f"{steps * len(live) / max(time.perf_counter() - t0, 1e-9):,.0f} model-steps/s"
-                errs = " | ".join(f"{_short(r)}: {row['test_error'] * 100:.2f}%" for r, row in live[:4])
-                more = f" (+{len(live) - 4} more)" if len(live) > 4 else ""
+                meter.epoch(n, rows)
                 with lock:
-                    progress.update(task, advance=1, note=f"{rate}  test err {errs}{more}")
-                    progress.update(overall, advance=len(live))
+                    display.plain()
                     tick()
 
             try:
                 summaries = run_stack(stack, datasets[stack[0].cfg.data.dataset], device, env, stop, on_epoch,
-                                      keep_checkpoints, fail_fast)
+                                      keep_checkpoints, fail_fast, on_update=lambda: meter.step(n))
             except (KeyboardInterrupt, FailFast) as e:
                 with lock:
                     for r in stack:  # a member that diverged before the stop has its summary; the rest are partial
@@ -102,12 +75,10 @@ def execute(runs: Sequence[Run], stacks: Sequence[Sequence[Run]], datasets: dict
                 record(stack, summaries)
                 for r in stack:
                     if r.status == "failed":
-                        console.print(f"[red]{r.id} failed: {r.summary.get('error')}[/red]")
-                        console.print(f"[dim]{r.summary.get('traceback', '')}[/dim]")
+                        display.print(f"[red]{r.id} failed: {r.summary.get('error')}[/red]")
+                        display.print(f"[dim]{r.summary.get('traceback', '')}[/dim]")
                         break
-                progress.update(task, completed=epochs, visible=False)
-                done = sum(r.status == "completed" for r in runs)
-                progress.update(overall, description=f"{total_runs} runs: {done} done")
+                meter.finish(n, sum(r.status == "completed" for r in stack))
                 after_stack()
                 if fail_fast and any(r.status in ("failed", "diverged") for r in stack):
                     errors.append(FailFast())

@@ -10,6 +10,7 @@ import hashlib
 import json
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib
@@ -221,11 +222,12 @@ def stale(folder: Path) -> bool:
     return digest != _inputs_digest(folder) or not all((folder / "plots" / name).is_file() for name in plots)
 
 
-def plot_folder(folder: Path, x: str | None = None, y: str | None = None) -> list[Path]:
+def plot_folder(folder: Path, x: str | None = None, y: str | None = None,
+                note: Callable[[str], None] = lambda s: None) -> list[Path]:
     """Learning curves; for a sweep folder also final error against x and heatmaps (of y, default test error).
 
     x and y are checked before anything is drawn: a bad one is a one-line ValueError, also x for a folder
-    that is not a sweep (see is_sweep).
+    that is not a sweep (see is_sweep). `note` hears of each plot the folder cannot have yet, and why.
     """
     folder = Path(folder)
     out = folder / "plots"
@@ -239,8 +241,16 @@ def plot_folder(folder: Path, x: str | None = None, y: str | None = None) -> lis
         raise ValueError(f"x='{x}': '{folder}' is not a sweep folder (it has no index.csv and sweep.yaml)")
     digest = _inputs_digest(folder)  # before drawing: a run that changes meanwhile leaves the plots stale
     paths = plot_curves(folder, out)
+    if not paths:
+        note(f"{folder}: no learning curves yet: no run has finished an epoch with a test pass")
     if sweep:
-        paths += plot_sweep(folder, out, x, y) + plot_heatmap(folder, out, y=y or "test_error")
+        drawn = plot_sweep(folder, out, x, y)
+        if not drawn and swept_keys(meta, rows):
+            done = sum(r.get("status") == "completed" for r in rows)
+            note(f"{folder}: no plot of final errors against a swept key " + (
+                "yet: no run has finished (the learning curves show the runs so far)" if not done else
+                f"from its {done} finished run(s): none gives a finite final error at a swept key's value"))
+        paths += drawn + plot_heatmap(folder, out, y=y or "test_error")
     atomic_write(folder / INPUTS, json.dumps({"inputs_sha256": digest, "plots": sorted(p.name for p in paths)},
                                              indent=2) + "\n")
     return paths

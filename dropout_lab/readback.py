@@ -39,6 +39,8 @@ def _text(path: Path) -> str | None:
         data = path.read_bytes()
     except FileNotFoundError:
         return None
+    except OSError as e:  # a folder in the file's place, no permission: named, never a traceback
+        raise Damaged(path, f"cannot be read: {e.strerror or e}") from None
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
@@ -238,6 +240,14 @@ def check_folder(folder: Path) -> None:
     for d in run_dirs(folder):
         check_run(d, listed.get(d.name))
         read_env(d)
+
+
+def listed_runs(folder: Path) -> list[Path]:
+    """The run folders index.csv names (none where it cannot be read: the index's own checks say why)."""
+    with contextlib.suppress(OSError, ValueError, KeyError, csv.Error):
+        with open(folder / "index.csv", newline="") as f:
+            return [folder / r["run_id"] for r in csv.DictReader(f) if r.get("run_id")]
+    return []
 
 
 def read_sessions(folder: Path) -> list[dict]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import paper, verdicts
+from .readback import RECENT
 from .report_plots import plot_curves, plot_fig11, plot_table
 from .results import atomic_write
 from .verdicts import Result, mc_results, met_line, pm, precision_of, stats, targets, verdict, verdict_line
@@ -195,11 +196,28 @@ def headline(found: dict, variants: list[Result] = ()) -> str:
     return "\n".join(lines)
 
 
+def earlier_lines(results: list) -> list[str]:
+    """Each earlier attempt of a run, kept in RUN/earlier/N/ when the run started again from scratch: what it
+    reached, for what it is; never a result, never in the tables above."""
+    rows = [(res, e) for res in results for e in res.earlier]
+    if not rows:
+        return []
+    md = ["## Earlier attempts", "", "Records a fresh start kept (`--restart`, `--force`, or a damaged record) in "
+          "`RUN/earlier/N/`, attempt N of the run: measurements of an attempt that was not finished or was "
+          "replaced, never counted in the tables above. *recent test error*: the mean of its last "
+          f"{RECENT} test passes.", "", "| folder | run | attempt | status | updates reached | recent test error |",
+          "|---|---|---|---|---|---|"]
+    for res, e in rows:
+        md.append(f"| {res.folder.name} | {e['run_id']} | {e['attempt']} | {e['status']} | "
+                  f"{e['steps_completed']:,} of {e['planned_steps']:,} | {100 * e['recent_test_error']:.2f}% |")
+    return md + [""]
+
+
 def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None] = lambda line: None) -> str:
     """Writes the report to `out`; returns its headline (Table 2, then the claims). warn(line) hears of each
     damaged run file, which the report also lists: a run left out is never left out silently."""
-    found, variants = verdicts.find_all(roots)
-    damaged = [w for res in [*found.values(), *variants] for w in res.warnings]
+    found, variants, skipped = verdicts.find_all(roots)
+    damaged = skipped + [w for res in [*found.values(), *variants] for w in res.warnings]
     for line in damaged:
         warn(line)
     fig_dir = out.parent / "report"
@@ -278,6 +296,7 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
            f"(sessions.jsonl); the paper configs by scale, variants left out: {suite_times(found)}. Run time, "
            f"summed: {total / 60:,.1f} min, each run's own wall time; the runs of a stack train together and share "
            "it.", ""]
+    md += earlier_lines([*found.values(), *variants])
     if damaged:
         md += ["## Damaged results", "", "Files that failed their checks when this report was made, and what the "
                "report did about each:", "", *(f"- {line}" for line in damaged), ""]

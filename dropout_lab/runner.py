@@ -192,8 +192,10 @@ class FailFast(Exception):
 
 def run_stack(runs: Sequence[Run], data: data_mod.Dataset, device: torch.device, env: dict,
               stop: Stop | None = None, on_epoch: Callable[[list], None] | None = None,
-              keep_checkpoints: bool = False, fail_fast: bool = False) -> list[dict]:
+              keep_checkpoints: bool = False, fail_fast: bool = False,
+              on_update: Callable[[], None] | None = None) -> list[dict]:
     """Train one stack (fresh, or resumed from its members' checkpoints); return each run's summary.
+    `on_epoch(rows)` runs after every epoch, `on_update()` after every step (the progress display).
 
     KeyboardInterrupt and FailFast leave every unfinished member checkpointed and without a summary.
     """
@@ -218,6 +220,8 @@ def run_stack(runs: Sequence[Run], data: data_mod.Dataset, device: torch.device,
         last[0] = time.monotonic()
 
     def on_step(tr: StackTrainer) -> None:
+        if on_update is not None:
+            on_update()
         halt = stop is not None and stop.requested
         if halt or failed or time.monotonic() - last[0] >= every:
             checkpoint(tr)

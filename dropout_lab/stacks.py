@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
 from . import data as data_mod
+from . import watch
 from .config import Config, ConfigError
 from .runner import Run
 from .train import StackTrainer, pack, steps_per_epoch, structure_key
@@ -149,53 +150,112 @@ def stack_cost(stack: Sequence[Run]) -> float:
 # ----------------------------------------------------------------------------------------------
 # the plan's cost
 
+# FLOP/s no device of the kind sustains on these GEMMs (a many-core AMX server; an H200's dense bf16 peak is
+# about 1e15): the plan's work at this rate is a time it cannot beat, whatever machine runs it
+FASTEST = {"cpu": 1e13, "cuda": 1e15}
+ABSURD_DAYS = 7  # a plan that cannot finish in this many days even at FASTEST is warned of before any work
 
-def _steps_per_epoch(c: Config, data: data_mod.Dataset) -> int:
+
+def plan_flops(cfgs: Sequence[Config]) -> float:
+    """The floating-point operations of training every run to the end: 6 per weight and sample (the forward
+    GEMM and the two of the backward pass, a multiply and an add each); evaluation passes left out."""
+    total = 0.0
+    for c in cfgs:
+        n = c.data.train_size or data_mod.TRAIN_POOL[c.data.dataset] - c.data.validation_size
+        sizes = layer_sizes(c)
+        per_sample = 6 * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+        total += per_sample * c.optim.batch_size * c.optim.epochs * steps_per_epoch(max(n, 1), c.optim.batch_size)
+    return total
+
+
+def absurd_length(cfgs: Sequence[Config], device: torch.device) -> str | None:
+    """A warning for a plan that no machine could finish in ABSURD_DAYS (None for any other plan)."""
+    flops, fastest = plan_flops(cfgs), FASTEST.get(device.type, FASTEST["cuda"])
+    days = flops / fastest / 86400
+    if days <= ABSURD_DAYS:
+        return None
+    longest = max(cfgs, key=lambda c: c.optim.epochs)
+    return (f"this plan is {flops:.1e} floating-point operations (optim.epochs up to {longest.optim.epochs:,}): "
+            f"even at {fastest:.0e} FLOP/s, more than any {device.type} device sustains on it, that is "
+            f"{days:,.0f} days; --dry-run times it here, and Ctrl-C stops it with a checkpoint")
+
+
+def steps_in_epoch(c: Config, data: data_mod.Dataset) -> int:
     return steps_per_epoch(c.data.train_size or (len(data.y_train) - c.data.validation_size), c.optim.batch_size)
 
 
 def model_steps(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset]) -> int:
     """Weight updates left in the plan, summed over models: the sweep's size in one number."""
-    return sum(len(s) * ((c := s[0].cfg).optim.epochs * _steps_per_epoch(c, datasets[c.data.dataset])
+    return sum(len(s) * ((c := s[0].cfg).optim.epochs * steps_in_epoch(c, datasets[c.data.dataset])
                          - s[0].progress[1]) for s in stacks)
 
 
-def _probe(cfg: Config, data: data_mod.Dataset, device: torch.device, k: int, steps: int) -> tuple[float, float]:
-    """(seconds per model-step, seconds per model-evaluation) of a small stack of this structure."""
-    tr = StackTrainer([cfg.model_copy(update={"seed": s}) for s in range(k)], data, device)
-    tr.begin_epoch()
-    n = max(1, min(steps, tr.steps_per_epoch - 1))
-    tr.train_step()  # warm-up: allocation, kernel choice
+PROBE_IMAGES = 1000  # images of the timed evaluation pass; a full pass costs (test + validation) / this times it
+
+
+def _probe(cfg: Config, data: data_mod.Dataset, device: torch.device, k: int, steps: int,
+           side_by_side: int = 1) -> tuple[float, float]:
+    """(seconds per model-step, seconds per model-evaluation pass) of the machine, from `side_by_side` small
+    stacks of this structure timed together, each on its own thread, as the workers will train them: the
+    cores, the memory bandwidth and the caches are shared as they will be, and the seconds are the
+    machine's, so that the plan's seconds are a sum."""
+    trainers = [StackTrainer([cfg.model_copy(update={"seed": s}) for s in range(k)], data, device)
+                for _ in range(side_by_side)]
+    n = max(1, min(steps, trainers[0].steps_per_epoch - 2))
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    sync()
-    t = time.perf_counter()
-    for _ in range(n):
-        if tr.s == tr.steps_per_epoch:
-            tr.begin_epoch()
+    x, y = trainers[0].x_test[:PROBE_IMAGES], trainers[0].y_test[:PROBE_IMAGES]
+
+    def train(tr: StackTrainer) -> None:
+        tr.begin_epoch()
+        tr.train_step()  # warm-up: allocation, kernel choice
         tr.train_step()
-    sync()
-    t_step = (time.perf_counter() - t) / n / k
-    t = time.perf_counter()
-    tr.epoch_metrics()  # the test (and validation) pass that ends every epoch
-    sync()
-    return t_step, (time.perf_counter() - t) / k
+
+    def timed(tr: StackTrainer) -> None:
+        for _ in range(n):
+            tr.train_step()
+
+    def evaluate(tr: StackTrainer) -> None:
+        tr.evaluate(x, y)
+
+    def together(fn) -> float:
+        sync()
+        t = watch.now()
+        if side_by_side == 1:
+            fn(trainers[0])
+        else:
+            with ThreadPoolExecutor(side_by_side) as pool:
+                list(pool.map(fn, trainers))
+        sync()
+        return watch.now() - t
+
+    together(train)
+    together(evaluate)  # warm-up of the evaluation's shapes
+    t_step = together(timed) / (n * k * side_by_side)
+    t_eval = together(evaluate) / (k * side_by_side) * (len(data.y_test) + cfg.data.validation_size) / len(y)
+    return t_step, t_eval
 
 
 def estimate_seconds(stacks: Sequence[Sequence[Run]], datasets: dict[str, data_mod.Dataset],
-                     device: torch.device, workers: int = 1, steps: int = 4) -> float:
-    """Wall seconds for the plan, from a few timed steps of a small stack of each structure: a rough guide.
-    workers > 1: timed on one torch thread, as each worker trains, and shared among the workers."""
+                     device: torch.device, workers: int = 1, steps: int = 8) -> float:
+    """Wall seconds for the plan, from a few timed steps and a timed slice of a test pass of each structure.
+
+    workers > 1: that many stacks are timed side by side on one torch thread each, as the workers train
+    them, so the machine's shared rate is measured rather than assumed; the plan takes the sum of its
+    stacks' shares of the machine, and never less than its longest stack alone. A guide, not a promise:
+    the README gives its measured ratio to the time the plan took."""
+    side_by_side = max(1, min(workers, len(stacks)))
     threads = torch.get_num_threads()
     if workers > 1:
         torch.set_num_threads(1)
     try:
-        each = _estimates(stacks, datasets, device, steps)
+        shares = _estimates(stacks, datasets, device, steps, side_by_side)
     finally:
         torch.set_num_threads(threads)
-    return max(sum(each) / workers, max(each, default=0.0))
+    return max(sum(shares), max(shares, default=0.0) * side_by_side)
 
 
-def _estimates(stacks, datasets, device, steps) -> list[float]:
+def _estimates(stacks, datasets, device, steps, side_by_side) -> list[float]:
+    """Each stack's machine-seconds: its model-steps and test passes at the probed rates."""
     probes: dict[tuple, tuple[float, float]] = {}
     out = []
     for stack in stacks:
@@ -203,9 +263,11 @@ def _estimates(stacks, datasets, device, steps) -> list[float]:
         data = datasets[c.data.dataset]
         key = structure_key(c)
         if key not in probes:
-            probes[key] = _probe(c, data, device, min(4, len(stack)), steps)
+            probes[key] = _probe(c, data, device, min(4, len(stack)), steps, side_by_side)
         step, evaluation = probes[key]
-        epochs = c.optim.epochs - stack[0].progress[0]
-        passes = math.ceil(epochs / c.eval.every)  # test passes: every eval.every epochs and the last
-        out.append(len(stack) * (epochs * _steps_per_epoch(c, data) * step + passes * evaluation))
+        epoch = stack[0].progress[0]
+        every = c.eval.every  # test passes: every eval.every epochs, and the last
+        passes = c.optim.epochs // every - epoch // every + (c.optim.epochs % every != 0)
+        out.append(len(stack) * ((c.optim.epochs * steps_in_epoch(c, data) - stack[0].progress[1]) * step
+                                 + passes * evaluation))
     return out

@@ -288,8 +288,9 @@ def scale_note(folder: Path, swept: list[str] = (), runs: bool = True) -> str:
         pass
     if "precision" not in swept:
         parts.append(cfg.get("precision") or "fp32")
-    if runs and not all(_completed(d) for d in dirs):
-        parts.append("some runs unfinished")
+    done = sum(map(_completed, dirs)) if runs else len(dirs)
+    if done < len(dirs):  # a folder drawn while it trains, or with runs stopped before the end
+        parts.append(f"{done} of {len(dirs)} runs completed so far")
     return ", ".join(parts)
 
 

@@ -6,13 +6,15 @@ report.py turns these into results/REPORT.md; tests/test_paper.py makes each ver
 
 from __future__ import annotations
 
+import csv
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 
 from . import paper
-from .readback import Damaged, check_run, read_env, read_mc, read_progress, read_sessions
+from .readback import Damaged, check_run, read_env, read_mc, read_progress, read_sessions, read_summary
+from .results import EARLIER
 from .sweep_index import is_sweep, read_index
 
 # ----------------------------------------------------------------------------------------------
@@ -42,6 +44,17 @@ class Result:
                     self.stopped.append({**r, **progress})
             if r.get("status") == "completed" and r.get("final_test_error") is not None:
                 self.rows.append(r)
+        self.earlier = []  # earlier attempts kept in RUN/earlier/N/ by a fresh start: shown, never counted
+        for attempt in sorted(folder.glob(f"*/{EARLIER}/*/metrics.csv")):
+            d = attempt.parent
+            try:
+                summary, progress = read_summary(d), read_progress(d)
+            except Damaged as e:
+                self.warnings.append(f"{e}: that earlier attempt is left out of the report")
+                continue
+            if progress:
+                self.earlier.append({"run_id": d.parent.parent.name, "attempt": int(d.name) if d.name.isdigit()
+                                     else d.name, "status": (summary or {}).get("status", "stopped"), **progress})
         self.scale = (self.meta.get("base") or {}).get("scale", "full")
         self.key = self.meta.get("name", folder.name).removesuffix(f"-{self.scale}")
         envs = []
@@ -81,11 +94,28 @@ def precision_of(row: dict) -> str:
     return row.get("precision") or "fp32"
 
 
-def _sweeps(roots: list[Path]):
+def _sweeps(roots: list[Path], skipped: list[str]):
+    """Each sweep folder in or under the roots, read; one that has an index.csv or sweep.yaml it cannot
+    read (a folder in a file's place, a broken link, no permission) is a line in `skipped`, never silence."""
     for root in roots:
         for folder in [root, *sorted(p for p in root.iterdir() if p.is_dir())] if root.is_dir() else []:
-            if is_sweep(folder):
-                yield Result(folder)
+            marks = [folder / n for n in ("index.csv", "sweep.yaml")]
+            if not any(p.exists() or p.is_symlink() for p in marks):
+                continue
+            bad = next((p for p in marks if (p.exists() or p.is_symlink()) and not p.is_file()), None)
+            if bad is None and is_sweep(folder):
+                try:
+                    res = Result(folder)
+                except (OSError, UnicodeDecodeError, ValueError, csv.Error) as e:
+                    why = f"{e.strerror}" if isinstance(e, OSError) else f"{e}"
+                else:
+                    yield res
+                    continue
+            else:
+                bad = bad or next(p for p in marks if not p.exists())
+                why = "missing" if not (bad.exists() or bad.is_symlink()) else \
+                    "a folder, not a file" if bad.is_dir() else "not a regular file"
+            skipped.append(f"{bad if bad else folder}: {why}: that folder is left out of the report")
 
 
 def find(roots: list[Path]) -> dict[tuple[str, str], Result]:
@@ -93,15 +123,17 @@ def find(roots: list[Path]) -> dict[tuple[str, str], Result]:
     return find_all(roots)[0]
 
 
-def find_all(roots: list[Path]) -> tuple[dict[tuple[str, str], Result], list[Result]]:
-    """find's folders and the variant folders (claim_of), from one read of each folder."""
+def find_all(roots: list[Path]) -> tuple[dict[tuple[str, str], Result], list[Result], list[str]]:
+    """find's folders, the variant folders (claim_of) and a line for each folder that could not be read, from
+    one read of each folder."""
     found, variants = {}, []
-    for res in _sweeps(roots):
+    skipped: list[str] = []
+    for res in _sweeps(roots, skipped):
         if res.key in paper.CONFIGS:
             found[(res.key, res.scale)] = res
         elif claim_of(res):
             variants.append(res)
-    return found, variants
+    return found, variants, skipped
 
 
 def claim_of(res: Result) -> str | None:

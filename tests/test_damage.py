@@ -8,6 +8,7 @@ and checks that the command names the damaged file in one line and either retrai
 import csv
 import json
 import shutil
+from pathlib import Path
 
 import pytest
 import yaml
@@ -212,3 +213,76 @@ def test_a_diverged_run_is_kept_until_force(tmp_path, command):
     r = cli(*args, "--force")
     assert r.returncode == 1
     assert read_summary(d)["error"] == "loss became NaN or inf"  # retrained, and diverged again
+
+
+# ----- files replaced by other kinds of file, or made unreadable: refused before anything is written
+
+SWAPS = {  # what sits where a results file belongs
+    "index.csv is a folder": lambda root, d: _folder_for(root / "table2" / "index.csv"),
+    "sweep.yaml is a folder": lambda root, d: _folder_for(root / "table2" / "sweep.yaml"),
+    "source.json is a folder": lambda root, d: _folder_for(root / "table2" / "source.json"),
+    "metrics.csv is a folder": lambda root, d: _folder_for(d / "metrics.csv"),
+    "summary.json is a folder": lambda root, d: _folder_for(d / "summary.json"),
+    "config.yaml is a folder": lambda root, d: _folder_for(d / "config.yaml"),
+    "index.csv is a broken link": lambda root, d: _broken_link(root / "table2" / "index.csv"),
+    "a run folder is a file": lambda root, d: (shutil.rmtree(d), d.write_text("x\n"), d)[-1],
+}
+
+
+def _folder_for(path):
+    path.unlink()
+    (path / "inside").mkdir(parents=True)
+    return path
+
+
+def _broken_link(path):
+    path.unlink()
+    path.symlink_to(path.parent / "gone")
+    return path
+
+
+@pytest.mark.parametrize("swap", SWAPS)
+@pytest.mark.parametrize("command", ["run", "sweep", "plot"])
+def test_a_results_file_of_another_kind_is_refused_in_one_line_before_any_write(trained, tmp_path, swap, command):
+    from conftest import tree_bytes
+
+    config, res, run_id = trained
+    shutil.copytree(res, tmp_path / "res")
+    root = tmp_path / "res"
+    path = SWAPS[swap](root, root / "table2" / run_id)
+    before = tree_bytes(root)
+    args = ("plot", root / "table2") if command == "plot" else (command, config, "--out", root)
+    r = cli(*args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and str(path) in r.stderr, r.stderr
+    assert tree_bytes(root) == before
+
+
+def test_report_names_a_folder_it_cannot_read_and_leaves_it_out(trained, tmp_path):
+    config, res, run_id = trained
+    shutil.copytree(res, tmp_path / "res")
+    _folder_for(tmp_path / "res" / "table2" / "index.csv")
+    r = cli("report", tmp_path / "res", "--out", tmp_path / "r.md")
+    assert r.returncode == 0 and "Traceback" not in r.stderr
+    assert "table2/index.csv: a folder, not a file: that folder is left out of the report" in r.stderr
+    assert "left out of the report" in (tmp_path / "r.md").read_text()
+
+
+def test_unreadable_or_unwritable_results_are_refused(trained, tmp_path, monkeypatch):
+    """Permissions, as a user who is not root meets them (os.access says what the user may do)."""
+    import os
+
+    from dropout_lab import guard
+
+    config, res, run_id = trained
+    shutil.copytree(res, tmp_path / "res")
+    root = tmp_path / "res"
+    metrics = root / "table2" / run_id / "metrics.csv"
+    denied = {metrics}
+    monkeypatch.setattr(guard.os, "access", lambda p, mode: Path(p) not in denied and os.path.exists(p))
+    for args in (("sweep", config, "--out", root), ("plot", root / "table2")):
+        r = cli(*args)
+        assert r.returncode == 2 and f"{metrics}: cannot be read" in r.stderr, r.stderr
+    denied = {root / "table2"}  # a folder it cannot write in: `plot` still reads it, `sweep` cannot train there
+    r = cli("sweep", config, "--out", root)
+    assert r.returncode == 2 and "cannot write in this folder" in r.stderr, r.stderr

@@ -497,3 +497,26 @@ def test_every_paper_config_names_the_source_of_each_recipe_key(name):
     cfg = load(PAPER / f"{name}.yaml")
     assert (cfg.optim.momentum_rule, cfg.optim.momentum_schedule, cfg.model.dropout.scaling, cfg.model.init) == (
         "deepnet", "exponential", "weight", "fan_out")
+
+
+def test_an_earlier_attempt_is_shown_for_what_it_is_and_never_counted(tmp_path):
+    """A run restarted from scratch keeps its curve in RUN/earlier/N/: the report lists it apart, as attempt N
+    with the updates it reached and its recent error, and the tables count only the current attempts."""
+    label = "dropout + max-norm ReLU 3x1024"
+    rows = [{"label": label, "seed": s, "dropout": True, "final_test_error": 0.0107} for s in range(3)]
+    folder = _fake_sweep(tmp_path / "res", "table2", rows, ["label"], "full")
+    for i in range(3):
+        _run_folder(folder, f"r{i}", [0.03, 0.02, 0.0107])
+    (folder / "r0" / "earlier").mkdir()
+    _stopped_run(folder / "r0" / "earlier", "1", [0.05, 0.04] + [0.0115] * 10)
+    res = verdicts.find([tmp_path / "res"])[("table2", "full")]
+    assert len(res.rows) == 3 and res.stopped == []
+    assert [(e["run_id"], e["attempt"], e["status"], e["steps_completed"]) for e in res.earlier] == \
+        [("r0", 1, "stopped", 7200)]
+    out = tmp_path / "REPORT.md"
+    r = cli("report", tmp_path / "res", "--out", out)
+    assert r.returncode == 0, r.stderr
+    text = out.read_text()
+    assert "## Earlier attempts" in text
+    assert "| table2 | r0 | 1 | stopped | 7,200 of 1,000,200 | 1.15% |" in text
+    assert f"| {label} | 1.06 | 1.07 ± 0.00 (n=3) |" in text  # the current attempts alone

@@ -94,6 +94,21 @@ def test_a_config_without_a_name_is_named_after_its_file_and_another_file_cannot
     assert cli("run", copy, "--out", out, "--set", "name=spiral_small").returncode == 0
 
 
+
+def test_the_same_config_from_another_working_folder_is_the_same_experiment(tmp_path):
+    """A folder whose owner is known only by a relative path (no source.json: trained before it existed, or
+    from a run's recorded command) accepts its config named from inside configs/, and refuses another file."""
+    (tmp_path / "configs").mkdir()
+    config(tmp_path / "configs", SPIRAL.replace("name: s", "name: own"), name="own.yaml")
+    assert cli("run", "configs/own.yaml", "--out", "results", cwd=tmp_path).returncode == 0
+    (tmp_path / "results" / "own" / "source.json").unlink()
+    r = cli("run", "own.yaml", "--out", "../results", cwd=tmp_path / "configs")
+    assert r.returncode == 0, r.stderr
+    (tmp_path / "results" / "own" / "source.json").unlink()
+    config(tmp_path / "configs", SPIRAL.replace("name: s", "name: own"), name="other.yaml")
+    refused(cli("run", "other.yaml", "--out", "../results", cwd=tmp_path / "configs"), "holds the runs of")
+
+
 # ----- values
 
 VALUES = [
