@@ -245,8 +245,8 @@ def plot(
     from .plot import choose_folders
     from .readback import listed_runs, run_dirs
 
-    if watch is not None and not watch > 0:
-        fail(f"--watch = {watch:g}: must be a number of seconds > 0", 2)
+    if watch is not None and not 0 < watch <= 86400:
+        fail(f"--watch = {watch:g}: must be a number of seconds > 0, at most a day (86400)", 2)
     try:
         folders, current = choose_folders(list(results or []), x, y)
         for folder in [*folders, *current]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import itertools
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,7 @@ def _axes(spec: SweepConfig) -> tuple[list[tuple[str, list]], list[list[tuple[st
         check_key(k, f"sweep.grid.{k}")
         if not vals:
             raise ConfigError(f"sweep.grid.{k} = []: an axis needs at least one value")
+        _once(f"sweep.grid.{k}", vals)
         seen[k] = "grid"
     zips = []
     for z, group in enumerate(spec.zip):
@@ -107,8 +109,19 @@ def _axes(spec: SweepConfig) -> tuple[list[tuple[str, list]], list[list[tuple[st
         if len(set(lengths.values())) > 1:
             sizes = ", ".join(f"{k} has {n}" for k, n in lengths.items())
             raise ConfigError(f"{where}: zipped lists must have equal lengths ({sizes})")
+        _once(where, [dict(zip(group, point)) for point in zip(*group.values())])
         zips.append(list(group.items()))
     return grid, zips
+
+
+def _once(where: str, values: list) -> None:
+    """A value given twice on one axis would be one run, the second dropped without a word: refused."""
+    seen = set()
+    for v in values:
+        key = json.dumps(v, sort_keys=True, default=str)
+        if key in seen:
+            raise ConfigError(f"{where} = {values}: {v} is given twice; give each value once")
+        seen.add(key)
 
 
 def _seed_axis(spec: SweepConfig, where: str) -> None:
@@ -135,6 +148,8 @@ def _seed_axis(spec: SweepConfig, where: str) -> None:
         raise ConfigError(f"{where} = []: give at least one seed, or leave it out to use the config's seed")
     if spec.seeds is not None and any(s < 0 for s in spec.seeds):
         raise ConfigError(f"{where} = {spec.seeds}: seeds must be >= 0")
+    if spec.seeds is not None:
+        _once(where, spec.seeds)
 
 
 def value_at(cfg: Config, key: str) -> Any:

@@ -114,6 +114,11 @@ def test_overrides_apply_before_expansion_and_grid_adds_an_axis(tmp_path):
     ({"grid": {"model.dropout.p_hidden": [0.5, 1.0]}}, "model.dropout.p_hidden = 1.0: must be in [0, 1)"),
     ({"seeds": []}, "sweep.seeds = []"),
     ({"grid": {"optim.lr": 0.1}}, "sweep.grid.optim.lr"),
+    # a value given twice would be one run, the second dropped without a word
+    ({"grid": {"optim.lr": [0.1, 0.2, 0.10]}}, "sweep.grid.optim.lr = [0.1, 0.2, 0.1]: 0.1 is given twice"),
+    ({"grid": {"model.hidden": [[8], [8]]}}, "[8] is given twice"),
+    ({"zip": [{"optim.lr": [0.1, 0.1], "optim.lr_decay": [0.9, 0.9]}]}, "is given twice"),
+    ({"seeds": [0, 1, 0]}, "sweep.seeds = [0, 1, 0]: 0 is given twice"),
 ])
 def test_bad_sweeps_are_one_line_errors(sweep, message):
     with pytest.raises(ConfigError) as e:

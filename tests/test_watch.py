@@ -207,3 +207,4 @@ def test_a_live_view_plot_watch_redraws_changed_folders_until_ctrl_c(tmp_path, m
     assert res.stdout.count("wrote") == 2 * 2  # drawn at the start, and once more after the change
     assert "watching" in res.stdout and "stopped watching" in res.stdout
     assert cli("plot", folder, "--watch", "0").returncode == 2
+    assert cli("plot", folder, "--watch", "inf").returncode == 2
