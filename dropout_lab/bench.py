@@ -33,7 +33,17 @@ from torch import nn
 
 from .config import ConfigError, load
 from .data import Dataset
-from .peak import BATCH, FLOPS_COUNTED, best_probe, flops_per_model_step, gemm_probe, published_peak
+from .peak import (
+    BATCH,
+    FLOOR_COUNTED,
+    FLOPS_COUNTED,
+    bandwidth_probe,
+    best_probe,
+    floor,
+    flops_per_model_step,
+    gemm_probe,
+    published_peak,
+)
 from .peak import sync as _sync  # one name, so that a test can watch every sync
 from .results import atomic_write, cpu_model, device_name, env_info
 from .step import bf16_kernels, precision_error
@@ -64,6 +74,7 @@ class Timing:
     ratio_vs_dataloader: float | None = None
     tflops: float = 0.0
     peak_fraction: float | None = None
+    floor_multiple: float | None = None  # seconds per model step over the roofline floor (peak.floor)
     round_seconds: list[float] | None = None  # each round's timed seconds; `seconds` is their median
 
 
@@ -145,13 +156,20 @@ def sequential(sizes: Sequence[int], device: torch.device) -> nn.Sequential:
     return nn.Sequential(*layers).to(device).train()
 
 
+# torch.optim.SGD's three implementations: a loop over the parameters, one multi-tensor op per step
+# ("foreach"), one fused kernel ("fused", on CPU since torch 2.4). The tuned loop is timed with each and
+# the fastest is the baseline: a careful user would pick it.
+OPTIMIZERS = {"for-loop": {"foreach": False}, "foreach": {"foreach": True}, "fused": {"fused": True}}
+
+
 def tuned(sizes: Sequence[int], data: Dataset, device: torch.device, steps: int, warmup: int,
-          lr: float = 0.1, momentum: float = 0.9, c: float = 3.5, batch: int = BATCH) -> Timing:
+          lr: float = 0.1, momentum: float = 0.9, c: float = 3.5, batch: int = BATCH,
+          optimizer: str = "foreach") -> Timing:
     """The loop a competent PyTorch user writes for speed: no host work per step but the launches."""
 
     def build() -> Run:
         model = sequential(sizes, device)
-        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, foreach=True)
+        opt = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, **OPTIMIZERS[optimizer])
         weights = [m.weight for m in model if isinstance(m, nn.Linear)]
         x_all = torch.as_tensor(data.x_train, device=device)
         y_all = torch.as_tensor(data.y_train, device=device)
@@ -173,8 +191,8 @@ def tuned(sizes: Sequence[int], data: Dataset, device: torch.device, steps: int,
                         w.renorm_(2, 0, c)
         return run
 
-    return _measure("tuned", "nn.Sequential, data on the device, randperm batches, optim.SGD(foreach), renorm_",
-                    1, build, device, steps, warmup)
+    return _measure(f"tuned {optimizer}", f"nn.Sequential, data on the device, randperm batches, optim.SGD "
+                    f"({optimizer}), renorm_", 1, build, device, steps, warmup)
 
 
 def dataloader(sizes: Sequence[int], data: Dataset, device: torch.device, steps: int, warmup: int,
@@ -216,6 +234,7 @@ def stacked(sizes: Sequence[int], K: int, data: Dataset, device: torch.device, s
     cfgs = [load(None, [f"model.hidden={hidden}", f"seed={k}", f"precision={precision}", "optim.lr=0.1",
                         "optim.momentum_ramp_epochs=0",
                         "optim.momentum_start=0.9", "optim.momentum_end=0.9", "optim.max_norm=3.5",
+                        "optim.momentum_rule=deepnet",  # torch.optim.SGD's rule, as the baselines train
                         f"optim.batch_size={BATCH}", "optim.lr_schedule=constant",
                         f"model.dropout.p_hidden={0.5 - 0.01 * (k % 10)}"])
             for k in range(K)]
@@ -242,7 +261,8 @@ def side_by_side(sizes: Sequence[int], K: int, workers: int, data: Dataset, devi
     hidden = "[" + ",".join(map(str, sizes[1:-1])) + "]"
     cfgs = [[load(None, [f"model.hidden={hidden}", f"seed={w * K + k}", f"precision={precision}", "optim.lr=0.1",
                          "optim.momentum_ramp_epochs=0", "optim.momentum_start=0.9", "optim.momentum_end=0.9",
-                         "optim.max_norm=3.5", f"optim.batch_size={BATCH}", "optim.lr_schedule=constant"])
+                         "optim.max_norm=3.5", "optim.momentum_rule=deepnet", f"optim.batch_size={BATCH}",
+                         "optim.lr_schedule=constant"])
              for k in range(K)] for w in range(workers)]
 
     def build() -> Run:
@@ -335,7 +355,8 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
     _prime(device)
     runs = []
     for _ in range(rounds):
-        runs.append([tuned(sizes, data, device, steps, warmup), dataloader(sizes, data, device, steps, warmup),
+        runs.append([*(tuned(sizes, data, device, steps, warmup, optimizer=o) for o in OPTIMIZERS),
+                     dataloader(sizes, data, device, steps, warmup),
                      *(stacked(sizes, K, data, device, steps, warmup, precision) for K in stacks),
                      *(side_by_side(sizes, K, workers, data, device, steps, warmup, precision)
                        for K in (stacks if workers > 1 else ()))])
@@ -343,20 +364,28 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
     # probed again after the trainers: the peak is the best either pass saw (a shared machine's speed
     # drifts within a run, and a probe that caught a slow moment would flatter every fraction)
     probes = {p: best_probe(first[p], gemm_probe(device, p)) for p in arithmetics}
+    memory = bandwidth_probe(device)
     flops = flops_per_model_step(sizes)
     stack_peak = probes["fp32" if kernels == "emulated" else precision]["tflops"]
+    floors = {"fp32": floor(sizes, "fp32", probes["fp32"]["tflops"], memory["gb_per_s"]),
+              precision: floor(sizes, precision, stack_peak, memory["gb_per_s"])}
+    n_base = len(OPTIMIZERS) + 1  # the tuned loops, then the DataLoader loop
     for t in timings:
         t.steps_per_s_per_model = t.K * t.steps / t.seconds
-    base, loader = timings[0].steps_per_s_per_model, timings[1].steps_per_s_per_model
+    best = max(timings[:len(OPTIMIZERS)], key=lambda t: t.steps_per_s_per_model)
+    base, loader = best.steps_per_s_per_model, timings[len(OPTIMIZERS)].steps_per_s_per_model
     for t in timings:
         t.ratio_vs_baseline = t.steps_per_s_per_model / base
         t.ratio_vs_dataloader = t.steps_per_s_per_model / loader
         t.tflops = t.steps_per_s_per_model * flops / 1e12
-        peak = stack_peak if "stack" in t.name else probes["fp32"]["tflops"]
+        stack = "stack" in t.name
+        peak = stack_peak if stack else probes["fp32"]["tflops"]
         t.peak_fraction = t.tflops / peak if peak else None
+        least = floors[precision if stack else "fp32"]["seconds"]
+        t.floor_multiple = 1 / t.steps_per_s_per_model / least if least else None
     env = env_info(device)
     keys = ("steps_per_s_per_model", "ratio_vs_baseline", "ratio_vs_dataloader", "tflops", "peak_fraction",
-            "peak_memory_mb", "seconds", "warmup_seconds", "round_seconds")
+            "floor_multiple", "peak_memory_mb", "seconds", "warmup_seconds", "round_seconds")
     return {
         "command": env["command"],
         "git_commit": env["git_commit"],
@@ -378,12 +407,17 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
         "published_peak_tflops": {p: published_peak(device, p) for p in probes},
         "peak_fraction_of": ("stacks: the probe of the kernels they run (fp32's for emulated bf16); "
                              "baselines: the fp32 probe"),
-        "baseline_steps_per_s": base,  # the tuned loop: the ratios' reference
+        "baseline": best.name,  # the fastest tuned loop: the ratios' reference
+        "baseline_optimizer": best.name.removeprefix("tuned "),
+        "baseline_steps_per_s": base,
         "dataloader_steps_per_s": loader,
-        "baselines": {t.name: {"what": t.what, **{k: getattr(t, k) for k in keys}} for t in timings[:2]},
-        "stacks": {str(t.K): {k: getattr(t, k) for k in keys} for t in timings[2:2 + len(stacks)]},
+        "baselines": {t.name: {"what": t.what, **{k: getattr(t, k) for k in keys}} for t in timings[:n_base]},
+        "stacks": {str(t.K): {k: getattr(t, k) for k in keys} for t in timings[n_base:n_base + len(stacks)]},
         "workers": workers,
-        "side_by_side": {t.name: {k: getattr(t, k) for k in keys} for t in timings[2 + len(stacks):]},
+        "side_by_side": {t.name: {k: getattr(t, k) for k in keys} for t in timings[n_base + len(stacks):]},
+        "bandwidth_probe": memory,
+        "floor": floors,  # per model step in each arithmetic timed: its GEMMs at the probed peak, then its bytes
+        "floor_counted": FLOOR_COUNTED,
         "flops_per_model_step": flops,
         "flops_counted": FLOPS_COUNTED,
         "peak_memory_measured": MEMORY_MEASURED,

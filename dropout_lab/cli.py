@@ -405,14 +405,15 @@ def bench(
         fail(str(e), 2)
     if json_path is not None:
         _writable(json_path, "--out" if "--out" in sys.argv else "--json", folder=False)
-    err_console.print(f"[dim]timing {arch} on {dev}: a GEMM probe, two fp32 baselines, {precision} stacks of "
-                      f"{stack}, {steps} steps each, {tables.plural(rounds, 'round')}[/dim]")
+    err_console.print(f"[dim]timing {arch} on {dev}: a GEMM probe, a bandwidth probe, fp32 baselines (three "
+                      f"optim.SGD kinds, a DataLoader), {precision} stacks of {stack}, {steps} steps each, "
+                      f"{tables.plural(rounds, 'round')}[/dim]")
     try:
         result = benchmark(arch, ks, dev, steps, precision=precision, rounds=rounds, workers=workers)
     except ValueError as e:
         fail(str(e), 2)
     out_console.print(tables.bench_header(result), highlight=False, markup=False)
-    out_console.print(tables.bench_table(result, out_console.width))
+    out_console.print(tables.bench_table(result, min(out_console.width, 80)))  # as its header: the README's 80
     if json_path is not None:
         write_json(result, json_path)
         out_console.print(f"wrote {json_path}", highlight=False)

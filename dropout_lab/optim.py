@@ -47,6 +47,9 @@ class Hyper:
     any_l1: bool = True
     any_deepnet: bool = True
     any_kl: bool = True
+    # per model: its SGD update can be torch's fused CPU kernel (the deepnet rule, no L1), and its L2 factor
+    fusable: tuple[bool, ...] = ()
+    weight_decays: tuple[float, ...] = ()
 
     @classmethod
     def from_configs(cls, cfgs: Sequence[Config], device) -> Hyper:
@@ -81,6 +84,8 @@ class Hyper:
             any_l1=any(x.l1 > 0 for x in o),
             any_deepnet=any(x.momentum_rule == "deepnet" for x in o),
             any_kl=any(x.kl_sparsity > 0 for x in o),
+            fusable=tuple(x.momentum_rule == "deepnet" and x.l1 == 0 for x in o),
+            weight_decays=tuple(float(torch.tensor(x.weight_decay, dtype=torch.float32)) for x in o),
         )
 
 
@@ -167,27 +172,75 @@ def l1_now(h: Hyper, step: int) -> torch.Tensor:
     return torch.where(step >= h.l1_after, h.l1, 0.0)
 
 
+FUSED_SGD = hasattr(torch, "_fused_sgd_")  # torch's one-pass CPU SGD kernel (torch.optim.SGD(fused=True))
+
+
 @torch.no_grad()
-def sgd_update_(params, velocities, grads, is_weight, lr, m, h: Hyper, live, step: int = 0) -> None:
+def sgd_update_(params, buffers, grads, is_weight, lr, m, h: Hyper, live, step: int = 0) -> None:
     """One SGD step with momentum under each model's rule (config.OptimConfig.momentum_rule).
 
-    All three rules are written as v <- m*v - a*g; w <- w + b*v, with (a, b) = ((1-m)*lr, 1) for hinton,
-    (lr, 1) for classical and (1, lr) for deepnet, where v is minus deepnet's accumulated D.
-    L2 and L1 act on weights, not biases (deepnet: Update('bias', no_reg=True)).
-    live: (K, 1, 1) bool, or None when every model is live (the common case, one pass cheaper).
+    All three rules are written as D <- m*D + a*g; w <- w - b*D, with (a, b) = ((1-m)*lr, 1) for hinton,
+    (lr, 1) for classical and (1, lr) for deepnet, whose accumulated update D this is (parameter.py:
+    D <- m*D + g, w <- w - eps*D). L2 and L1 act on weights, not biases (deepnet: Update('bias',
+    no_reg=True)). live: (K, 1, 1) bool, or None when every model is live (the common case).
+
+    On a CPU, a live model under the deepnet rule without L1 takes torch's fused kernel (_fused_sgd_: one
+    pass that reads w, g and D and writes w and D, where the ops below make five passes; L2 is its
+    weight_decay, on the weights only). The choice is each model's own, so a model alone and the same
+    model in a stack take the same arithmetic.
     """
+    K = params[0].shape[0]
+    on_cpu = params[0].device.type == "cpu" and FUSED_SGD
+    alive = [True] * K if live is None else live.flatten().tolist()
+    fused = [on_cpu and f and a for f, a in zip(h.fusable, alive)]
+    done = []
+    if any(fused):
+        _fused_(params, buffers, grads, is_weight, lr, m, h, [k for k in range(K) if fused[k]])
+        if all(fused):
+            return
+        # a mixed stack: the ops below run on every model, as each of the others runs them alone; the fused
+        # models' new weights and buffers are put back after them
+        idx = torch.tensor([k for k in range(K) if fused[k]], device=params[0].device)
+        done = [(t, t[idx].clone()) for t in (*params, *buffers)]
+    _ops_(params, buffers, grads, is_weight, lr, m, h, live, step)
+    for t, kept in done:
+        t[idx] = kept
+
+
+def _ops_(params, buffers, grads, is_weight, lr, m, h: Hyper, live, step: int) -> None:
+    """The update as tensor ops on every model of the stack, each with its own rule's (a, b)."""
     deepnet = h.rule == RULES["deepnet"]
     a = torch.where(deepnet, 1.0, lr * (1.0 - m * (h.rule == RULES["hinton"])))
     b = torch.where(deepnet, lr, 1.0) if h.any_deepnet else None  # None: b = 1 for every model
     l1 = l1_now(h, step) if h.any_l1 else None
-    for p, v, g, decays in zip(params, velocities, grads, is_weight):
+    for p, d, g, decays in zip(params, buffers, grads, is_weight):
         if decays:
             g = regularised_grad(g, p, h, l1)
-        v.mul_(m).addcmul_(a, g, value=-1.0)  # fused: no (K, n_in, n_out) temporary
+        d.mul_(m).addcmul_(a, g)  # fused: no (K, n_out, n_in) temporary
         if live is None:
-            p.add_(v) if b is None else p.addcmul_(b, v)
+            p.sub_(d) if b is None else p.addcmul_(b, d, value=-1.0)
         else:  # a diverged model is frozen
-            p.add_(torch.where(live, v if b is None else b * v, 0.0))
+            p.sub_(torch.where(live, d if b is None else b * d, 0.0))
+
+
+def _fused_(params, buffers, grads, is_weight, lr, m, h: Hyper, models: list[int]) -> None:
+    """The deepnet rule through torch._fused_sgd_ for these models: their weights with their L2, their
+    biases without; models with the same lr, momentum and L2 in one call (all of them, when they agree,
+    as whole (K, ...) tensors)."""
+    lrs, ms = lr.flatten().tolist(), m.flatten().tolist()
+    groups: dict[tuple, list[int]] = {}
+    for k in models:
+        groups.setdefault((lrs[k], ms[k], h.weight_decays[k]), []).append(k)
+    whole = len(groups) == 1 and len(models) == params[0].shape[0]
+    for (lr_k, m_k, wd), ks in groups.items():
+        for decays, l2 in ((True, wd), (False, 0.0)):
+            chosen = [i for i, w in enumerate(is_weight) if w == decays]
+            if not chosen:
+                continue
+            p, g, d = ([ts[i] for i in chosen] if whole else [ts[i][k] for i in chosen for k in ks]
+                       for ts in (params, grads, buffers))
+            torch._fused_sgd_(p, g, d, weight_decay=l2, momentum=m_k, lr=lr_k, dampening=0.0, nesterov=False,
+                              maximize=False, is_first_step=False)
 
 
 @torch.no_grad()

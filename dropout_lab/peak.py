@@ -89,3 +89,54 @@ def published_peak(device: torch.device, precision: str) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((peaks[precision] for key, peaks in PEAKS.items() if key in name), None)
+
+
+# ----------------------------------------------------------------------------------------------
+# the roofline floor of a step: its GEMMs at the probed peak, then the memory its other phases must move
+
+BANDWIDTH_MIB = 256  # the probe's array: far past any cache of the CPUs here, so it measures memory
+FLOOR_COUNTED = (
+    "floor = GEMM time + memory time, one after the other as the step's phases run. GEMM time: the FLOPs "
+    "counted (flops_counted) at the GEMM probe's peak for the arithmetic. Memory time: the bytes below at the "
+    "bandwidth probe's rate. Update: one pass over every parameter that reads the weight, its gradient and "
+    "the momentum buffer and writes the weight and the buffer, 5 x 4 bytes, and in bf16 also writes the "
+    "bf16 copy the next step's GEMMs read, 2 bytes (max-norm folded into the same pass). Activations: per "
+    "hidden unit and example, its pre-activation and its input gradient each written by a GEMM and read "
+    "once (4 x 2 bytes in bf16, 4 x 4 in fp32), and its dropout mask written and read (2 x 1 byte). The "
+    "GEMMs' own operand reads are in the GEMM time.")
+
+
+def bandwidth_probe(device: torch.device) -> dict:
+    """GB/s of copying a large fp32 array (bytes read + written), the best of 5: the rate at which a step's
+    elementwise phases can move memory that does not fit in a cache."""
+    n = BANDWIDTH_MIB * 2**20 // 4
+    a = torch.ones(n, device=device)
+    b = torch.empty_like(a)
+    b.copy_(a)  # faults the pages in: the copies timed below move memory, not page faults
+    sync(device)
+    best = 0.0
+    for _ in range(5):
+        t = time.perf_counter()
+        b.copy_(a)
+        sync(device)
+        best = max(best, 2 * 4 * n / (time.perf_counter() - t))
+    return {"gb_per_s": best / 1e9, "what": f"Tensor.copy_ of a {BANDWIDTH_MIB} MiB fp32 array, bytes read + "
+                                            "written, the best of 5"}
+
+
+def step_bytes(sizes: Sequence[int], precision: str, batch: int = BATCH) -> dict:
+    """The bytes one model's step must move outside its GEMMs (FLOOR_COUNTED says what is counted)."""
+    params = sum(a * b + b for a, b in zip(sizes[:-1], sizes[1:]))
+    low = precision == "bf16"
+    update = params * (5 * 4 + (2 if low else 0))
+    activations = batch * sum(sizes[1:-1]) * (4 * (2 if low else 4) + 2)
+    return {"update": update, "activations": activations, "total": update + activations}
+
+
+def floor(sizes: Sequence[int], precision: str, tflops: float | None, gb_per_s: float, batch: int = BATCH) -> dict:
+    """The roofline floor of one model's step in seconds, with its two parts and its byte count."""
+    bytes_ = step_bytes(sizes, precision, batch)
+    gemm = flops_per_model_step(sizes, batch) / (tflops * 1e12) if tflops else None
+    memory = bytes_["total"] / (gb_per_s * 1e9)
+    return {"precision": precision, "gemm_seconds": gemm, "memory_seconds": memory,
+            "seconds": None if gemm is None else gemm + memory, "bytes": bytes_}

@@ -235,7 +235,8 @@ CHECKPOINT = "checkpoint.pt"
 
 # 2: weights as rows (K, n_out, n_in) and 16-bit masks (model.py, layers.py). A checkpoint of another
 # format would load a square layer transposed without a word: such a run restarts instead.
-CHECKPOINT_FORMAT = 2
+CHECKPOINT_FORMAT = 3  # 3: SGD's state is deepnet's D; 2 held v = -D (train.load_model_state turns it)
+READABLE_FORMATS = (2, 3)
 
 
 def save_checkpoint(run_dir: Path, state: dict) -> None:
@@ -266,7 +267,7 @@ def load_checkpoint(run_dir: Path, run_id: str | None = None, mmap: bool = False
         return None
     if run_id is not None and state.get("run_id") != run_id:
         return None
-    if state.get("format") != CHECKPOINT_FORMAT:  # an older trainer's: its weights are laid out otherwise
+    if state.get("format") not in READABLE_FORMATS:  # an older trainer's: its weights are laid out otherwise
         return None
     epoch = state.get("epoch", 0)
     if len(read_metrics(run_dir, raw=True, upto=epoch)) < epoch:

@@ -209,7 +209,15 @@ def bench_header(result: dict, width: int = 80) -> str:
              f"GEMM probe peak, TFLOP/s: {peaks or '-'}",
              f"{result['steps_timed']} steps after {result['warmup_steps']} warm-up, median of "
              f"{plural(result.get('rounds', 1), 'round')}; steps/s: model-steps (K x steps)",
-             "vs tuned, vs loader: over the tuned loop (the baseline) and the DataLoader loop"]
+             "vs tuned, vs loader: over the fastest tuned loop (the baseline"
+             + (f": optim.SGD {result['baseline_optimizer']}" if "baseline_optimizer" in result else "")
+             + ") and the DataLoader loop"]
+    for p, f in (result.get("floor") or {}).items():
+        if f.get("seconds"):
+            lines.append(f"floor, {p}: {f['gemm_seconds'] * 1e3:.2f} ms of GEMMs at the probe's peak + "
+                         f"{f['memory_seconds'] * 1e3:.2f} ms for {f['bytes']['total'] / 1e6:.0f} MB at "
+                         f"{result['bandwidth_probe']['gb_per_s']:.1f} GB/s = {f['seconds'] * 1e3:.2f} ms a step; "
+                         "x floor: a step over it")
     return "\n".join(textwrap.fill(line, width, subsequent_indent="  ", break_on_hyphens=False) for line in lines)
 
 
@@ -225,6 +233,7 @@ def bench_table(result: dict, width: int = 80) -> Table:
             col("vs loader", lambda t: f"{t['ratio_vs_dataloader']:.2f}x", drop=3),
             col("TFLOP/s", lambda t: f"{t['tflops']:.3f}"),
             col("of peak", lambda t: "-" if t["peak_fraction"] is None else f"{100 * t['peak_fraction']:.0f}%"),
+            col("x floor", lambda t: "-" if t.get("floor_multiple") is None else f"{t['floor_multiple']:.2f}"),
             col("peak MiB", lambda t: "-" if t["peak_memory_mb"] is None else f"{t['peak_memory_mb']:,.0f}",
                 short="MiB", drop=1 if all(t["peak_memory_mb"] is None for t in ts) else 2),
             col("1M steps", lambda t: f"{1e6 / t['steps_per_s_per_model'] / 60:,.0f} min")]

@@ -192,8 +192,11 @@ class StackTrainer:
             raise ValueError("models of one stack must resume from the same step")
         self.epoch, self.step, self.s = st["epoch"], st["step"], st["s"]
         flat = self._optim_tensors()
-        for dst, src in zip([*self.params, *flat], [*st["params"], *st["optim"]]):
+        sign = -1.0 if st.get("format") == 2 and self.optimizer == "sgd" else 1.0  # format 2 held v = -D
+        for dst, src in zip(self.params, st["params"]):
             dst[k].copy_(src)
+        for dst, src in zip(flat, st["optim"]):
+            dst[k].copy_(src).mul_(sign)
         for g, state in zip(self._generators(k), st["rng"]):
             g.set_state(state)
         if st["order"] is not None:

@@ -55,22 +55,25 @@ def test_benchmark_times_baseline_and_stacks_on_the_same_footing(monkeypatch):
         hook.remove()
 
     names = [t["name"] for t in r["timings"]]
-    assert names == ["tuned", "dataloader", "stack K=1", "stack K=3"]
+    assert names == ["tuned for-loop", "tuned foreach", "tuned fused", "dataloader", "stack K=1", "stack K=3"]
     # one data set made, and each trainer (and each StackTrainer inside) handed that one
-    assert len(made) == 1 and len(data_seen) == 6 and all(d is made[0] for d in data_seen)
+    assert len(made) == 1 and len(data_seen) == 8 and all(d is made[0] for d in data_seen)
     assert data_seen[0].x_train.shape == (60_000, 784)
     # per trainer: sync, clock, 2 warm-up steps, sync, clock; sync, clock, 5 timed steps, sync, clock;
     # no step outside a timed region, and no trainer with more or fewer steps than the others
-    assert re.sub("S+", "S", "".join(events)) == ("SC..SC" "SC.....SC") * 4
+    assert re.sub("S+", "S", "".join(events)) == ("SC..SC" "SC.....SC") * 6
     for j, t in enumerate(r["timings"]):  # the seconds are the clock's, over that trainer's own region
         assert t["steps"] == 5 and t["warmup_steps"] == 2
         assert t["warmup_seconds"] == reads[4 * j + 1] - reads[4 * j]
         assert t["seconds"] == reads[4 * j + 3] - reads[4 * j + 2]
 
-    tuned, loader = (t["K"] * t["steps"] / t["seconds"] for t in r["timings"][:2])
-    assert tuned != loader  # else the test could not tell which baseline a ratio is against
+    rates = [t["K"] * t["steps"] / t["seconds"] for t in r["timings"]]
+    tuned, loader = max(rates[:3]), rates[3]  # the fastest tuned loop is the baseline
+    assert tuned == rates[0] > rates[1] and tuned != loader  # the fake clock makes the for-loop one fastest
+    assert r["baseline"] == "tuned for-loop" and r["baseline_optimizer"] == "for-loop"
     assert r["baseline_steps_per_s"] == tuned and r["dataloader_steps_per_s"] == loader
-    assert set(r["baselines"]) == {"tuned", "dataloader"} and set(r["stacks"]) == {"1", "3"}
+    assert set(r["baselines"]) == {"tuned for-loop", "tuned foreach", "tuned fused", "dataloader"}
+    assert set(r["stacks"]) == {"1", "3"}
     flops = peak.flops_per_model_step([784, 16, 10])
     for t in r["timings"]:
         s = r["stacks"][str(t["K"])] if t["name"].startswith("stack") else r["baselines"][t["name"]]
@@ -80,6 +83,8 @@ def test_benchmark_times_baseline_and_stacks_on_the_same_footing(monkeypatch):
         assert abs(s["tflops"] - s["steps_per_s_per_model"] * flops / 1e12) < 1e-15
         assert abs(s["peak_fraction"] - s["tflops"] / 0.5) < 1e-15  # of the probe's measured peak
         assert s["peak_memory_mb"] is None  # no CPU memory
+        least = r["floor"]["fp32"]["seconds"]  # the roofline: a step's seconds over the floor's
+        assert abs(s["floor_multiple"] - 1 / s["steps_per_s_per_model"] / least) < 1e-12
     assert r["precision"] == "fp32" and r["gemm_probe"]["fp32"]["tflops"] == 0.5 and r["cpu"]
     assert "CPU: not measured" in r["peak_memory_measured"]
 
@@ -138,7 +143,9 @@ def test_bench_command_writes_json_and_rejects_bad_stacks(tmp_path, monkeypatch)
     assert LONG_CPU.replace(" ", "") in r.stdout.replace("\n", "").replace(" ", "")
     assert json.loads(out.read_text())["device"].startswith(f"cpu ({LONG_CPU}, ")
     result = json.loads(out.read_text())
-    assert set(result["stacks"]) == {"1", "2"} and set(result["baselines"]) == {"tuned", "dataloader"}
+    assert set(result["stacks"]) == {"1", "2"} and set(result["baselines"]) == {
+        "tuned for-loop", "tuned foreach", "tuned fused", "dataloader"}
+    assert result["bandwidth_probe"]["gb_per_s"] > 0 and result["floor"]["fp32"]["seconds"] > 0
     probe = result["gemm_probe"]["fp32"]  # measured here, not looked up
     assert probe["tflops"] > 0 and probe["tflops"] == max(v for v in probe["shapes_tflops"].values() if v)
     # --workers 2: each stack size again as two stacks side by side, K x 2 models per step
@@ -228,12 +235,28 @@ def test_rounds_interleave_the_trainers_and_report_each_ones_median(monkeypatch)
             return bench.Timing(name, name, 1, 5, 2, next(made), 0.1, None)
         return trainer
 
-    for name in ("tuned", "dataloader", "stacked"):
+    for name in ("dataloader", "stacked"):
         monkeypatch.setattr(bench, name, fake(name))
+    monkeypatch.setattr(bench, "OPTIMIZERS", {"fused": {}})  # one tuned loop here: the rounds are the point
+    monkeypatch.setattr(bench, "tuned", lambda *a, optimizer, **kw: fake("tuned " + optimizer)())
     r = bench.benchmark("784-16-10", [1], torch.device("cpu"), steps=5, warmup=2, rounds=3)
-    assert order == ["tuned", "dataloader", "stacked"] * 3
+    assert order == ["tuned fused", "dataloader", "stacked"] * 3
     by_name = {t["name"]: t for t in r["timings"]}
-    assert by_name["tuned"]["round_seconds"] == [3.0, 1.0, 2.0] and by_name["tuned"]["seconds"] == 2.0
+    assert by_name["tuned fused"]["round_seconds"] == [3.0, 1.0, 2.0] and by_name["tuned fused"]["seconds"] == 2.0
     assert by_name["dataloader"]["seconds"] == 8.0 and by_name["stacked"]["seconds"] == 5.0
     assert r["rounds"] == 3 and r["baseline_steps_per_s"] == 5 / 2.0
     assert cli("bench", "--device", "cpu", "--rounds", "0").returncode == 2
+
+
+def test_the_floor_counts_the_bytes_it_states():
+    """784-256-256-10 by hand: 269,322 parameters, 512 hidden units at batch 100."""
+    params = 784 * 256 + 256 + 256 * 256 + 256 + 256 * 10 + 10
+    assert params == 269_322
+    fp32, bf16 = peak.step_bytes([784, 256, 256, 10], "fp32"), peak.step_bytes([784, 256, 256, 10], "bf16")
+    assert fp32["update"] == 20 * params and bf16["update"] == 22 * params  # + the bf16 copy of the weights
+    assert fp32["activations"] == 100 * 512 * (4 * 4 + 2) and bf16["activations"] == 100 * 512 * (4 * 2 + 2)
+    f = peak.floor([784, 256, 256, 10], "bf16", tflops=2.0, gb_per_s=10.0)
+    assert f["gemm_seconds"] == peak.flops_per_model_step([784, 256, 256, 10]) / 2e12
+    assert f["memory_seconds"] == bf16["total"] / 10e9
+    assert f["seconds"] == f["gemm_seconds"] + f["memory_seconds"]
+    assert peak.floor([784, 10], "fp32", tflops=None, gb_per_s=1.0)["seconds"] is None  # no probe, no floor

@@ -268,7 +268,8 @@ def test_bench_names_stay_on_one_line_at_80_columns(monkeypatch):
     r = narrow("bench", "--device", "cpu", "--arch", "784-16-10", "--stack", "1,2", "--steps", "2", "--workers", "2")
     assert r.returncode == 0, r.stderr
     assert max(map(len, r.stdout.splitlines())) <= 80
-    for name in ("tuned", "dataloader", "stack K=1", "stack K=2", "2x stack K=1", "2x stack K=2"):
+    for name in ("tuned for-loop", "tuned foreach", "tuned fused", "dataloader", "stack K=1", "stack K=2",
+                 "2x stack K=1", "2x stack K=2"):
         assert re.search(rf"^{re.escape(name)}\s+[\d,]+\s", r.stdout, re.M), name
 
 

@@ -59,18 +59,19 @@ def test_sgd_momentum_rules(rule):
     h = hyper([f"optim.momentum_rule={rule}", "optim.weight_decay=0.01"])
     w = torch.randn(1, 4, 3)
     b = torch.randn(1, 1, 3)
-    vw, vb = torch.randn(1, 4, 3), torch.randn(1, 1, 3)
+    dw, db = torch.randn(1, 4, 3), torch.randn(1, 1, 3)
     gw, gb = torch.randn(1, 4, 3), torch.randn(1, 1, 3)
     lr, m = torch.tensor(0.2).view(1, 1, 1), torch.tensor(0.9).view(1, 1, 1)
     factor = {"hinton": (1 - 0.9) * 0.2, "classical": 0.2, "deepnet": 1.0}[rule]
-    want_vw = 0.9 * vw - factor * (gw + 0.01 * w)  # L2 on weights...
-    want_vb = 0.9 * vb - factor * gb  # ...not on biases
-    step = 0.2 if rule == "deepnet" else 1.0  # deepnet: w <- w - lr * D, with v = -D
-    want_w, want_b = w + step * want_vw, b + step * want_vb
-    live = torch.ones(1, 1, 1, dtype=torch.bool)
-    sgd_update_([w, b], [vw, vb], [gw, gb], [True, False], lr, m, h, live)
-    assert torch.allclose(vw, want_vw) and torch.allclose(vb, want_vb)
-    assert torch.allclose(w, want_w) and torch.allclose(b, want_b)
+    want_dw = 0.9 * dw + factor * (gw + 0.01 * w)  # L2 on weights...
+    want_db = 0.9 * db + factor * gb  # ...not on biases
+    step = 0.2 if rule == "deepnet" else 1.0  # deepnet: D <- m D + g, w <- w - lr * D
+    want_w, want_b = w - step * want_dw, b - step * want_db
+    for live in (torch.ones(1, 1, 1, dtype=torch.bool), None):  # None: every model live, deepnet's fused kernel
+        dw1, db1, w1, b1 = dw.clone(), db.clone(), w.clone(), b.clone()
+        sgd_update_([w1, b1], [dw1, db1], [gw, gb], [True, False], lr, m, h, live)
+        assert torch.allclose(dw1, want_dw) and torch.allclose(db1, want_db)
+        assert torch.allclose(w1, want_w) and torch.allclose(b1, want_b)
 
 
 def test_frozen_model_does_not_move():
@@ -172,3 +173,60 @@ def test_deepnet_rule_matches_the_authors_code_step_for_step():
     for _ in range(steps):
         other.train_step()
     assert not np.allclose(other.model.weights[1][0].detach().numpy().T, W[1], rtol=1e-3, atol=1e-4)
+
+
+def test_each_model_takes_its_own_update_path_so_alone_equals_stacked():
+    """deepnet models without L1 take torch's fused kernel, the others the ops; in a mixed stack each model's
+    numbers are exactly those it gets alone, and the fused one's are the rule's (to float rounding)."""
+    from dropout_lab import optim
+
+    cfgs = [["optim.momentum_rule=deepnet", "optim.lr=0.1"],
+            ["optim.momentum_rule=deepnet", "optim.lr=0.2", "optim.weight_decay=0.01"],
+            ["optim.momentum_rule=hinton", "optim.lr=0.3"],
+            ["optim.momentum_rule=deepnet", "optim.l1=0.001"]]  # L1: the ops, not the kernel
+    h = hyper(*cfgs)
+    assert h.fusable == (True, True, False, False)
+    torch.manual_seed(0)
+    w, b = torch.randn(4, 5, 3), torch.randn(4, 1, 5)
+    d_w, d_b = torch.randn(4, 5, 3), torch.randn(4, 1, 5)
+    g_w, g_b = torch.randn(4, 5, 3), torch.randn(4, 1, 5)
+    lr, m = torch.tensor([0.1, 0.2, 0.3, 0.1]).view(4, 1, 1), torch.tensor([0.9, 0.8, 0.7, 0.6]).view(4, 1, 1)
+    stacked = [t.clone() for t in (w, b, d_w, d_b)]
+    sgd_update_(stacked[:2], stacked[2:], [g_w, g_b], [True, False], lr, m, h, None)
+    for k, c in enumerate(cfgs):
+        alone = [t[k:k + 1].clone() for t in (w, b, d_w, d_b)]
+        sgd_update_(alone[:2], alone[2:], [g_w[k:k + 1], g_b[k:k + 1]], [True, False], lr[k:k + 1], m[k:k + 1],
+                    hyper(c), None)
+        for s, a in zip(stacked, alone):
+            assert torch.equal(s[k:k + 1], a), k
+    # the fused model 1 against the rule by hand: D <- m D + (g + wd w) on weights, w <- w - lr D
+    want_d = 0.8 * d_w[1] + (g_w[1] + 0.01 * w[1])
+    assert torch.allclose(stacked[2][1], want_d, atol=1e-6) and torch.allclose(stacked[0][1], w[1] - 0.2 * want_d,
+                                                                               atol=1e-6)
+    assert torch.allclose(stacked[3][1], 0.8 * d_b[1] + g_b[1], atol=1e-6)  # no L2 on the bias
+    # without the kernel (an older torch) the same numbers, to float rounding
+    saved, optim.FUSED_SGD = optim.FUSED_SGD, False
+    try:
+        eager = [t.clone() for t in (w, b, d_w, d_b)]
+        sgd_update_(eager[:2], eager[2:], [g_w, g_b], [True, False], lr, m, h, None)
+    finally:
+        optim.FUSED_SGD = saved
+    for s, e in zip(stacked, eager):
+        assert torch.allclose(s, e, atol=1e-6)
+
+
+def test_a_checkpoint_of_the_previous_format_resumes_with_its_momentum_turned(tmp_path):
+    """Format 2 stored v = -D; a resumed run continues from the same momentum either way."""
+    data = data_mod.load("spiral")
+    cfg = tiny_config("optim.momentum_rule=deepnet")
+    tr = StackTrainer([cfg], data)
+    tr.begin_epoch()
+    for _ in range(3):
+        tr.train_step()
+    st = tr.model_state(0)
+    old = {**st, "format": 2, "optim": [-t for t in st["optim"]]}
+    a, b = StackTrainer([cfg], data), StackTrainer([cfg], data)
+    a.load_model_state(0, st)
+    b.load_model_state(0, old)
+    for x, y in zip(a._optim_tensors(), b._optim_tensors()):
+        assert torch.equal(x, y) and x.abs().sum() > 0

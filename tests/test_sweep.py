@@ -497,7 +497,7 @@ def test_a_checkpoint_of_an_older_trainer_is_not_resumed(tmp_path):
 
     def older(ckpt):
         state = torch.load(ckpt, weights_only=True)
-        assert state.pop("format") == 2 and state["epoch"] > 0
+        assert state.pop("format") == 3 and state["epoch"] > 0
         torch.save(state, ckpt)  # as the trainer before format 2 wrote it
 
     path, run = stopped_without_resume_point(tmp_path, older)
