@@ -10,13 +10,15 @@ TORCH_PIN ?= torch==2.13.0
 
 # the small default sweep of `make sweep` (any file of configs/sweeps/ works: make sweep SWEEP=...)
 SWEEP  ?= configs/sweeps/p_fixed_n.yaml
-# `make bench`: each net in each precision, one JSON apiece (results/bench/cpu-NET-PRECISION.json); on a
+# `make bench`: each net in each precision, one JSON apiece (results/bench/cpu-KIND-NET-PRECISION.json, KIND
+# amx-bf16 or avx2 as the CPU's flags say: the two kinds differ most in bf16); on a
 # GPU: make bench BENCH="--device cuda --stack 1,8,32 --rounds 3" BENCH_OUT=cuda \
 #   BENCH_NETS=784-1024-1024-2048-10 BENCH_PRECISIONS="tf32 bf16"
 BENCH      ?= --device cpu --stack 1,4 --steps 200 --rounds 3
 BENCH_NETS ?= 784-1024-1024-1024-10 784-1024-1024-10 784-256-256-10
 BENCH_PRECISIONS ?= fp32 bf16
-BENCH_OUT  ?= cpu
+CPU_KIND   := $(shell for f in amx_bf16 avx512_bf16 avx2; do grep -qw $$f /proc/cpuinfo 2>/dev/null && echo $$f | tr _ - && break; done)
+BENCH_OUT  ?= cpu-$(or $(CPU_KIND),other)
 # `make paper`: every configs/paper/ table and figure at this scale (quick: minutes each on a CPU)
 SCALE  ?= quick
 PAPER  ?= table2 table9 table10_gaussian fig4 fig9a fig9b fig10 fig11

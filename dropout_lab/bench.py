@@ -45,7 +45,7 @@ from .peak import (
     published_peak,
 )
 from .peak import sync as _sync  # one name, so that a test can watch every sync
-from .results import atomic_write, cpu_model, device_name, env_info
+from .results import atomic_write, cpu_kind, cpu_model, device_name, env_info
 from .step import bf16_kernels, precision_error
 from .train import StackTrainer
 
@@ -392,6 +392,7 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
         "device": device_name(device),
         "device_type": device.type,
         "cpu": cpu_model(),
+        "cpu_kind": cpu_kind(),  # amx-bf16 | avx512-bf16 | avx2: what decides bf16's speed here
         "arch": arch,
         "batch": BATCH,
         "precision": precision,  # of the stacks; both baselines run in fp32

@@ -108,6 +108,21 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_kind() -> str:
+    """Which of the CPU kinds that decide the step's speed this is, from the flags the OS reports: amx-bf16
+    (bf16 GEMMs on AMX tiles), avx512-bf16, avx2 (no bf16 instructions: bf16 is emulated), or the
+    architecture where there are no flags to read."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("flags")), [])
+    except OSError:
+        flags = []
+    for flag, kind in (("amx_bf16", "amx-bf16"), ("avx512_bf16", "avx512-bf16"), ("avx2", "avx2")):
+        if flag in flags:
+            return kind
+    return platform.machine()
+
+
 def device_name(device: torch.device, workers: int = 1) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
@@ -144,6 +159,7 @@ def env_info(device: torch.device, workers: int = 1) -> dict:
         "numpy": numpy.__version__,
         "device": str(device),
         "device_name": device_name(device, workers),
+        "cpu_kind": cpu_kind(),
         "cuda": torch.version.cuda,
         "git_commit": git_commit(),
         "command": command_line(),

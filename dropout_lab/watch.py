@@ -236,8 +236,10 @@ class Meter:
             errs = sorted(s.errors.values())
             err = "" if not errs else f", test {errs[0] * 100:.2f}" + (
                 f"–{errs[-1] * 100:.2f}%" if len(errs) > 1 else "%")
+            spu = self.measured.get(s.structure)  # its own rate, side by side with the others
+            left = "" if spu is None else f", left {clock(s.work_left() * spu)}"
             text = f"  stack {n + 1}/{len(self.stacks)}, K={s.live}: epoch {s.step // s.steps_per_epoch:,}/" \
-                   f"{s.epochs:,}{err}"
+                   f"{s.epochs:,}{err}{left}"
             out.append(text if len(text) <= width else text[:width - 1] + "…")
         return out
 

@@ -208,3 +208,17 @@ def test_a_live_view_plot_watch_redraws_changed_folders_until_ctrl_c(tmp_path, m
     assert "watching" in res.stdout and "stopped watching" in res.stdout
     assert cli("plot", folder, "--watch", "0").returncode == 2
     assert cli("plot", folder, "--watch", "inf").returncode == 2
+
+
+def test_each_stack_side_by_side_has_its_own_time_left(clock):
+    """Two stacks training at once: each line gives that stack's work at its own measured rate."""
+    stacks = [watch.Stack(["a"], 10, 10, 1, update_work=1.0, eval_work=0.0, live=1),
+              watch.Stack(["b"], 20, 10, 1, update_work=2.0, eval_work=0.0, live=1)]
+    meter = watch.Meter(stacks, 2, 0, 0, workers=2)
+    for _ in range(20):  # interleaved, as two worker threads step them: a step of each takes 2 s
+        clock.t += 1.0
+        meter.step(0)
+        clock.t += 1.0
+        meter.step(1)
+    a, b = meter.stack_lines(120)
+    assert a.endswith("left 0:02:40") and b.endswith("left 0:06:00"), (a, b)  # 80 and 180 steps to go
