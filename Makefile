@@ -72,9 +72,22 @@ TEST_WORKERS ?= 2
 test: install
 	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadscope
 
-# the stack-equivalence and reproducibility tests on a CUDA device (CI has none)
+# The one script for the day a GPU is lent (CI has none), sized for 8 minutes on one GPU (not yet run on one), no network once
+# installed: the CUDA tests (stack equivalence, reproducibility), the bench of the paper's widest MLP at
+# K = 1, 8, 32 in tf32 and bf16, then Table 2's two 3x1024 ReLU rows at full length, every seed as one
+# stack, stopped with a checkpoint after GPU_TABLE2_SECONDS (the same target resumes them). A verified
+# MNIST cache in data/ (cp ~/.cache/dropout-lab/mnist.npz data/) is used where there is no network.
+GPU_TABLE2_SECONDS ?= 240
+GPU_DATA := $(if $(wildcard data/mnist.npz),DROPOUT_LAB_DATA=data,)
 gpu-check: install
-	$(BIN)/pytest -m gpu -rs
+	$(GPU_DATA) $(BIN)/pytest -m gpu -rs
+	for p in tf32 bf16; do $(GPU_DATA) $(BIN)/dropout-lab bench --device cuda --arch 784-1024-1024-2048-10 \
+		--stack 1,8,32 --steps 200 --rounds 3 --precision $$p \
+		--json results/bench/cuda-784-1024-1024-2048-10-$$p.json || exit 1; done
+	$(GPU_DATA) timeout -s INT $(GPU_TABLE2_SECONDS) $(BIN)/dropout-lab sweep configs/paper/table2.yaml \
+		--only label="dropout ReLU 3x1024" --only label="dropout + max-norm ReLU 3x1024" --device cuda \
+		--precision tf32 --out results; rc=$$?; [ $$rc = 0 ] || [ $$rc = 124 ] || [ $$rc = 130 ] || exit $$rc
+	@echo "results: results/bench/cuda-784-1024-1024-2048-10-{tf32,bf16}.json, and the tf32 runs in results/table2/"
 
 lint: install
 	$(BIN)/ruff check dropout_lab tests

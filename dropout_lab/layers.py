@@ -93,7 +93,7 @@ class Dropout(nn.Module):
     """
 
     def __init__(self, p: float | Sequence[float] = 0.5, kind: str = "bernoulli", scaling: str = "inverted",
-                 generators: Sequence[torch.Generator] | None = None):
+                 generators: Sequence[torch.Generator] | None = None, device=None):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind = {kind!r}: allowed {', '.join(KINDS)}")
@@ -104,7 +104,9 @@ class Dropout(nn.Module):
         if generators is not None and len(generators) != len(ps):
             raise ValueError(f"{len(ps)} drop probabilities but {len(generators)} generators")
         self.kind, self.scaling, self.generators = kind, scaling, generators
-        self.register_buffer("p", torch.tensor(ps).view(-1, 1, 1) if stacked else torch.tensor(ps[0]))
+        # on the device of the activations they scale: a (K, 1, 1) CPU tensor cannot enter a CUDA op
+        self.register_buffer("p", torch.tensor(ps, device=device).view(-1, 1, 1) if stacked
+                             else torch.tensor(ps[0], device=device))
         # constants of every training step, made once: the mask threshold, 1/(1-p) and the Gaussian sigma
         self.register_buffer("threshold", drop_threshold(self.p))
         self.register_buffer("inv_keep", 1.0 / (1.0 - self.p))

@@ -81,8 +81,9 @@ class StackedMLP(nn.Module):
             return [generator(derive_seed(s, STREAM_NOISE, layer), device) for s in seeds]
 
         n_hidden = len(sizes) - 2
-        self.drop_in = Dropout(list(p_input), kind, scaling, gens(0))
-        self.drops = nn.ModuleList(Dropout(list(p_hidden), kind, scaling, gens(i + 1)) for i in range(n_hidden))
+        self.drop_in = Dropout(list(p_input), kind, scaling, gens(0), device)
+        self.drops = nn.ModuleList(Dropout(list(p_hidden), kind, scaling, gens(i + 1), device)
+                                   for i in range(n_hidden))
 
     @classmethod
     def from_configs(cls, cfgs: Sequence[Config], n_in: int, n_out: int, device="cpu") -> StackedMLP:
