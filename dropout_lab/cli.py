@@ -339,6 +339,45 @@ def report(
     out_console.print(f"report: {out}", highlight=False)
 
 
+@app.command("resume-point")
+def resume_point(
+    results: list[Path] = typer.Argument(..., help="results folders whose unfinished runs get a resume point"),
+) -> None:
+    """Copy each unfinished run's checkpoint to RUN/resume.pt, the one checkpoint git keeps.
+
+    Checkpoints are git-ignored; commit the resume points, and a run of hours resumes on another machine
+    (`sweep` and `run` take the further of a checkpoint and a resume point). Each call replaces a run's
+    earlier point; a run removes its own when it completes.
+    """
+    from .guard import check_files
+    from .readback import run_dirs
+    from .results import RESUME_POINT, keep_resume_point
+
+    for folder in results:
+        if not folder.is_dir():
+            fail(f"results folder '{folder}' " + ("is a file, not a folder" if folder.exists() else "not found"), 2)
+        try:
+            check_files(folder, run_dirs(folder))
+        except ValueError as e:
+            fail(str(e), 2)
+    kept = 0
+    for folder in results:
+        for d in run_dirs(folder):
+            if (d / "summary.json").exists():
+                continue
+            state = keep_resume_point(d)
+            if state is None:
+                err_console.print(f"{d}: no checkpoint to keep (it restarts from update 0)", markup=False,
+                                  highlight=False, soft_wrap=True)
+                continue
+            kept += 1
+            size = (d / RESUME_POINT).stat().st_size / 1e6
+            out_console.print(f"{d / RESUME_POINT}: update {state['step']:,}, epoch {state['epoch']:,}, "
+                              f"{size:.1f} MB", highlight=False, soft_wrap=True)
+    out_console.print(f"{kept} resume point(s): commit them (git add {' '.join(map(str, results))})" if kept else
+                      "no unfinished run with a checkpoint", highlight=False)
+
+
 @beyond_app.command("ridge")
 def beyond_ridge(
     out: Path = typer.Option(Path("results/beyond/ridge"), "--out", help="folder for ridge.csv, summary.json, PNG"),

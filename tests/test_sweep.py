@@ -594,3 +594,48 @@ def test_plot_draws_curves_and_the_sweep_and_replots_only_what_changed(swept, tm
     (folder / "sweep.yaml").write_text((folder / "sweep.yaml").read_text() + "# edited\n")
     r = cli("plot", cwd=tmp_path)
     assert r.returncode == 0 and "sweep_p_hidden.png" in r.stdout
+
+
+def test_a_committed_resume_point_resumes_exactly_on_a_fresh_clone(tmp_path):
+    """A run stopped mid-way keeps a resume point; on another machine (the checkpoint, git-ignored, is gone) the
+    sweep resumes from it to the uninterrupted run's numbers, and the point goes when the run completes."""
+    sw = expand({**BASE, "sweep": SWEEP})
+    data = {"spiral": runner.data_mod.load("spiral")}
+    cpu = runner.torch.device("cpu")
+    env = {"started": "-", "command": "-", "git_commit": "-", "device": "cpu", "device_name": "cpu"}
+
+    def go(root, stop=None):
+        runs = survey(sw.runs, root, sw.values)
+        for s in plan(runs, cpu):
+            local.record(s, runner.run_stack(s, data["spiral"], cpu, env, stop))
+        return runs
+
+    whole = go(tmp_path / "whole")
+    with pytest.raises(KeyboardInterrupt):
+        go(tmp_path / "cut", StopAfter(100))
+    r = cli("resume-point", tmp_path / "cut")
+    assert r.returncode == 0 and "6 resume point(s)" in r.stdout and "update 101" in r.stdout, r.stdout + r.stderr
+    clone = tmp_path / "clone"  # what a clone has: everything git keeps, no checkpoint.pt
+    shutil.copytree(tmp_path / "cut", clone, ignore=shutil.ignore_patterns("checkpoint.pt", ".lock"))
+    runs = survey(sw.runs, clone, sw.values)
+    assert {r.progress for r in runs} == {(3, 101)} and not any(r.held for r in runs)
+    resumed = go(clone)
+    for a, b in zip(whole, resumed):
+        assert curves(a.dir) == curves(b.dir) and len(curves(b.dir)) == 6
+        assert not (b.dir / "resume.pt").exists() and not (b.dir / "checkpoint.pt").exists()
+
+
+def test_a_resume_point_of_a_3x1024_net_fits_in_25_mb(tmp_path):
+    """fp32 weights and optimiser state, generator states, the epoch's order and the step of a 784-1024x3-10
+    net, as the resume point holds them."""
+    import torch
+
+    from dropout_lab import bench
+    from dropout_lab.config import load
+    from dropout_lab.train import StackTrainer
+
+    tr = StackTrainer([load(None, ["model.hidden=[1024,1024,1024]", "optim.max_norm=2.0"])], bench.synthetic())
+    tr.begin_epoch()
+    tr.train_step()
+    torch.save(tr.model_state(0), tmp_path / "resume.pt")
+    assert (tmp_path / "resume.pt").stat().st_size <= 25_000_000
