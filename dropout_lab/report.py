@@ -145,7 +145,7 @@ def claims_table(found: dict, scales=SCALES, variants: list[Result] = ()) -> lis
             if scale and len(found[(key, scale)].precisions) > 1:  # a verdict over several precisions says so
                 nums += f" (runs of {', '.join(found[(key, scale)].precisions)} together)"
             held = [r.folder.name for r in variants if v is False and r.scale == scale
-                    and verdicts.claim_of(r) == key and verdict(key, r)[0]]
+                    and verdicts.claim_of(r) == key and verdict(key, r)[0] is True]
             where = f" (holds in variant {', '.join(held)}: see Variants)" if held else ""
             md.append(f"| {title} | {text} | {verdict_line(v)}{where} | {scale or ''} | {nums} |")
     return md
