@@ -406,15 +406,32 @@ def cell(value) -> str | int | float:
 
 
 def write_index(folder: Path, rows: list[dict], keys: list[str]) -> None:
-    """rows: run_id, status, the swept keys, seed, dropout and the summary numbers; rewritten atomically."""
+    """rows: run_id, status, the swept keys, seed, dropout and the summary numbers; rewritten atomically.
+
+    The rows of another precision that the index already lists stay with them, in one order whichever
+    precision wrote last: a sweep run in bf16 and again in fp32 is two sets of runs in one folder (their
+    ids differ), and neither invocation may drop the other's from the record the report and plots read."""
     buf = io.StringIO()
     columns = ["run_id", "status", *keys, "seed", *(["precision"] if "precision" not in keys else []), "dropout",
                *INDEX_METRICS]
     w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore")
     w.writeheader()
-    for r in rows:
-        w.writerow({c: cell(r.get(c)) for c in columns})
+    ours = {str(r.get("precision") or "fp32") for r in rows}
+    kept = _other_precisions(folder, {r["run_id"] for r in rows}, ours)
+    lines = [{c: cell(r.get(c)) for c in columns} for r in rows] + [{c: r.get(c, "") for c in columns} for r in kept]
+    order = ("fp32", "bf16", "tf32")  # one order whichever precision wrote last: the same bytes either way
+    lines.sort(key=lambda r: order.index(r.get("precision")) if r.get("precision") in order else len(order))
+    for line in lines:
+        w.writerow(line)
     write_if_changed(folder / "index.csv", buf.getvalue())
+
+
+def _other_precisions(folder: Path, ids: set[str], precisions: set[str]) -> list[dict]:
+    with contextlib.suppress(OSError, UnicodeDecodeError, csv.Error):
+        with open(folder / "index.csv", newline="") as f:
+            return [r for r in csv.DictReader(f) if r.get("run_id") not in ids and (r.get("precision") or "fp32")
+                    not in precisions]
+    return []
 
 
 def write_if_changed(path: Path, text: str, same: Callable[[str], bool] | None = None) -> None:

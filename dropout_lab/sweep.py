@@ -307,12 +307,16 @@ def write_sweep_yaml(folder: Path, sweep: Sweep, config_path: str, command: str)
         "run_ids": [c.run_id() for c in sweep.runs],
         "base": sweep.base.model_dump(mode="json", exclude={"sweep"}),
     }
-    def same(old: str) -> bool:  # the command that last wrote it is not a change of the sweep
+    def bare(r: dict) -> dict:  # the sweep itself: neither the command that wrote it nor the precision
+        base = {k: v for k, v in (r.get("base") or {}).items() if k != "precision"}  # (another precision's runs
+        return {**r, "command": None, "run_ids": None, "base": base}  # are other runs of the same sweep)
+
+    def same(old: str) -> bool:
         try:
             had = yaml.safe_load(old)
         except yaml.YAMLError:
             return False
-        return isinstance(had, dict) and {**had, "command": command} == record
+        return isinstance(had, dict) and bare(had) == bare(record)
 
     write_if_changed(folder / "sweep.yaml", yaml.safe_dump(record, sort_keys=False), same)
 

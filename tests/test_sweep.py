@@ -1,5 +1,6 @@
 """Sweeps: expansion and its errors, packing, skip and resume, interruption, failures, the lock, the index."""
 
+import functools
 import os
 import shutil
 import signal
@@ -318,17 +319,19 @@ class StopAfter(runner.Stop):
         pass
 
 
-def test_interrupted_runs_resume_to_the_uninterrupted_numbers(tmp_path, monkeypatch):
-    sw = expand({**BASE, "sweep": SWEEP})
-    data = {"spiral": runner.data_mod.load("spiral")}
+def train_plain(sw, root, stop=None):
+    """Every run of `sw` in `root` through survey, plan and run_stack, as `sweep` trains them, with no display."""
     cpu = runner.torch.device("cpu")
     env = {"started": "-", "command": "-", "git_commit": "-", "device": "cpu", "device_name": "cpu"}
+    runs = survey(sw.runs, root, sw.values)
+    for s in plan(runs, cpu):
+        local.record(s, runner.run_stack(s, runner.data_mod.load("spiral"), cpu, env, stop))
+    return runs
 
-    def go(root, stop=None):
-        runs = survey(sw.runs, root, sw.values)
-        for s in plan(runs, cpu):
-            local.record(s, runner.run_stack(s, data["spiral"], cpu, env, stop))
-        return runs
+
+def test_interrupted_runs_resume_to_the_uninterrupted_numbers(tmp_path, monkeypatch):
+    sw = expand({**BASE, "sweep": SWEEP})
+    go = functools.partial(train_plain, sw)
 
     whole = go(tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
@@ -600,21 +603,15 @@ def test_a_committed_resume_point_resumes_exactly_on_a_fresh_clone(tmp_path):
     """A run stopped mid-way keeps a resume point; on another machine (the checkpoint, git-ignored, is gone) the
     sweep resumes from it to the uninterrupted run's numbers, and the point goes when the run completes."""
     sw = expand({**BASE, "sweep": SWEEP})
-    data = {"spiral": runner.data_mod.load("spiral")}
-    cpu = runner.torch.device("cpu")
-    env = {"started": "-", "command": "-", "git_commit": "-", "device": "cpu", "device_name": "cpu"}
-
-    def go(root, stop=None):
-        runs = survey(sw.runs, root, sw.values)
-        for s in plan(runs, cpu):
-            local.record(s, runner.run_stack(s, data["spiral"], cpu, env, stop))
-        return runs
+    go = functools.partial(train_plain, sw)
 
     whole = go(tmp_path / "whole")
     with pytest.raises(KeyboardInterrupt):
         go(tmp_path / "cut", StopAfter(100))
     r = cli("resume-point", tmp_path / "cut")
     assert r.returncode == 0 and "6 resume point(s)" in r.stdout and "update 101" in r.stdout, r.stdout + r.stderr
+    r = cli("resume-point", tmp_path / "nowhere")
+    assert r.returncode == 2 and r.stderr.strip() == f"error: results folder '{tmp_path / 'nowhere'}' not found"
     clone = tmp_path / "clone"  # what a clone has: everything git keeps, no checkpoint.pt
     shutil.copytree(tmp_path / "cut", clone, ignore=shutil.ignore_patterns("checkpoint.pt", ".lock"))
     runs = survey(sw.runs, clone, sw.values)
@@ -639,3 +636,16 @@ def test_a_resume_point_of_a_3x1024_net_fits_in_25_mb(tmp_path):
     tr.train_step()
     torch.save(tr.model_state(0), tmp_path / "resume.pt")
     assert (tmp_path / "resume.pt").stat().st_size <= 25_000_000
+
+
+def test_a_folder_swept_in_two_precisions_lists_both_in_its_index(tmp_path):
+    """bf16 and fp32 runs of one sweep are different runs in one folder: each invocation keeps the other's rows."""
+    cfg = write_config(tmp_path, {"seeds": [0]}, name="twice", optim={"epochs": 1})
+    assert cli("sweep", cfg, "--out", tmp_path / "r", "--precision", "bf16").returncode == 0
+    assert cli("sweep", cfg, "--out", tmp_path / "r").returncode == 0
+    rows = index(tmp_path / "r" / "twice")
+    assert sorted(r["precision"] for r in rows) == ["bf16", "bf16", "fp32", "fp32"]
+    assert {r["status"] for r in rows} == {"completed"}
+    before = tree_bytes(tmp_path / "r")
+    assert cli("sweep", cfg, "--out", tmp_path / "r", "--precision", "bf16").returncode == 0  # and back:
+    assert tree_bytes(tmp_path / "r") == before  # the same index and sweep.yaml, whichever precision wrote last
