@@ -23,10 +23,6 @@ from .runner import FailFast, Run, Stop, run_stack
 from .watch import Display, plan_meter
 
 
-def remaining_epochs(runs: Sequence[Run]) -> int:
-    return sum(r.cfg.optim.epochs - r.progress[0] for r in runs)
-
-
 def record(runs: Sequence[Run], summaries: Sequence[dict]) -> None:
     for r, s in zip(runs, summaries):
         r.summary, r.status = s, s["status"]

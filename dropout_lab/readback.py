@@ -233,21 +233,23 @@ def check_folder(folder: Path) -> None:
     Raises Damaged for the first bad file. A run index.csv lists without a folder is not checked: the index
     is the record of a sweep whose run folders may have been moved or pruned.
     """
-    listed: dict[str, str] = {}
-    with contextlib.suppress(OSError, ValueError, KeyError, csv.Error):  # the plot's own reader judges index.csv
-        with open(folder / "index.csv", newline="") as f:
-            listed = {r["run_id"]: r["status"] for r in csv.DictReader(f)}
+    listed = _listed(folder)
     for d in run_dirs(folder):
         check_run(d, listed.get(d.name))
         read_env(d)
 
 
-def listed_runs(folder: Path) -> list[Path]:
-    """The run folders index.csv names (none where it cannot be read: the index's own checks say why)."""
+def _listed(folder: Path) -> dict[str, str]:
+    """run_id -> status as index.csv lists them ({} where it cannot be read: the plot's own reader judges it)."""
     with contextlib.suppress(OSError, ValueError, KeyError, csv.Error):
         with open(folder / "index.csv", newline="") as f:
-            return [folder / r["run_id"] for r in csv.DictReader(f) if r.get("run_id")]
-    return []
+            return {r["run_id"]: r["status"] for r in csv.DictReader(f) if r.get("run_id")}
+    return {}
+
+
+def listed_runs(folder: Path) -> list[Path]:
+    """The run folders index.csv names."""
+    return [folder / run_id for run_id in _listed(folder)]
 
 
 def read_sessions(folder: Path) -> list[dict]:

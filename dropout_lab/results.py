@@ -283,15 +283,15 @@ def load_checkpoint(run_dir: Path, run_id: str | None = None, mmap: bool = False
 
     Raises Damaged when the metrics rows it would keep are torn: a resume would keep them as they are.
     """
-    found = [s for s in (_load(run_dir / name, run_dir, run_id, mmap) for name in (CHECKPOINT, RESUME_POINT)) if s]
-    return max(found, key=lambda s: s.get("step", 0), default=None)
+    found = _furthest(run_dir, run_id, mmap)
+    return found[1] if found else None
 
 
-def furthest_checkpoint(run_dir: Path, run_id: str | None = None) -> Path | None:
-    """The file load_checkpoint would resume from."""
-    found = [(s.get("step", 0), name) for name in (CHECKPOINT, RESUME_POINT)
-             if (s := _load(run_dir / name, run_dir, run_id, True))]
-    return run_dir / max(found)[1] if found else None
+def _furthest(run_dir: Path, run_id: str | None, mmap: bool) -> tuple[Path, dict] | None:
+    """(file, state) of the further of the run's checkpoint and resume point, where either is usable."""
+    found = [(run_dir / name, s) for name in (CHECKPOINT, RESUME_POINT)
+             if (s := _load(run_dir / name, run_dir, run_id, mmap))]
+    return max(found, key=lambda f: f[1].get("step", 0), default=None)
 
 
 def _load(path: Path, run_dir: Path, run_id: str | None, mmap: bool) -> dict | None:
@@ -311,18 +311,21 @@ def _load(path: Path, run_dir: Path, run_id: str | None, mmap: bool) -> dict | N
     return state
 
 
-def remove_checkpoint(run_dir: Path) -> None:
-    """A completed run, or a fresh start: neither its checkpoint nor its resume point resumes anything now."""
-    (run_dir / CHECKPOINT).unlink(missing_ok=True)
+def remove_checkpoint(run_dir: Path, keep_checkpoint: bool = False) -> None:
+    """A completed run, or a fresh start: neither its checkpoint nor its resume point resumes anything now
+    (keep_checkpoint: `--keep-checkpoints` keeps the checkpoint of a completed run; its resume point goes)."""
+    if not keep_checkpoint:
+        (run_dir / CHECKPOINT).unlink(missing_ok=True)
     (run_dir / RESUME_POINT).unlink(missing_ok=True)
 
 
 def keep_resume_point(run_dir: Path) -> dict | None:
     """Copy the run's furthest checkpoint to its resume point (atomically, replacing the previous point);
     returns that state, or None for a run with nothing to resume from."""
-    source = furthest_checkpoint(run_dir, run_dir.name)
-    if source is None:
+    found = _furthest(run_dir, run_dir.name, True)
+    if found is None:
         return None
+    source = found[0]
     if source.name != RESUME_POINT:
         fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=f".{RESUME_POINT}.", suffix=".tmp")
         os.close(fd)

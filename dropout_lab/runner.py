@@ -26,7 +26,6 @@ from .readback import Damaged, check_run, read_env, read_metrics
 from .results import (
     CHECKPOINT,
     EARLIER,
-    RESUME_POINT,
     RunWriter,
     atomic_write,
     keep_earlier,
@@ -265,7 +264,5 @@ def run_stack(runs: Sequence[Run], data: data_mod.Dataset, device: torch.device,
         return [summaries[i] for i in range(len(runs))]
     for i, w in writers.items():
         summaries[i] = w.finish("completed", time.perf_counter() - t0)
-        (runs[i].dir / RESUME_POINT).unlink(missing_ok=True)  # a finished run needs no committed resume point
-        if not keep_checkpoints:
-            remove_checkpoint(runs[i].dir)
+        remove_checkpoint(runs[i].dir, keep_checkpoint=keep_checkpoints)
     return [summaries[i] for i in range(len(runs))]
