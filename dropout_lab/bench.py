@@ -31,8 +31,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import kernel
 from .config import ConfigError, load
 from .data import Dataset
+from .optim import one_pass_ready
 from .peak import (
     BATCH,
     FLOOR_COUNTED,
@@ -397,6 +399,8 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
         "batch": BATCH,
         "precision": precision,  # of the stacks; both baselines run in fp32
         "gemm_kernels": kernels,  # fp32 | tf32 | native (bf16) | emulated (bf16 as fp32 GEMMs, step.py)
+        "update": ("one pass (update.c)" if one_pass_ready(device)
+                   else f"torch ops ({kernel.why_not() or 'not on this device'})"),  # the stacks' update: kernel.py
         "steps_timed": steps,
         "warmup_steps": warmup,
         "rounds": rounds,  # each trainer's figures: its median round (round_seconds has them all)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
+from . import kernel
 from .config import Config
 
 SCHEDULES = {"constant": 0, "exponential": 1, "inverse_t": 2}
@@ -118,6 +119,16 @@ def max_norm_(weights: Sequence[torch.Tensor], c: torch.Tensor) -> None:
         w.mul_(torch.clamp(c / norms, max=1.0))  # norm 0 gives inf, clamped to 1
 
 
+@torch.no_grad()
+def max_norm_rest_(weights: Sequence[torch.Tensor], c: torch.Tensor, done: Sequence[bool]) -> None:
+    """max_norm_ on the models whose update has not applied it already (sgd_update_'s one pass): once only,
+    since a second rescale of a row sitting at c would move its last bit."""
+    if all(done):
+        return
+    max_norm_(weights, c if not any(done) else torch.where(torch.tensor(done, device=c.device).view(-1, 1, 1),
+                                                            math.inf, c))
+
+
 BOUND_RTOL = 1e-3  # a unit "sits at c" when its incoming norm is within 0.1% of c
 
 
@@ -176,7 +187,8 @@ FUSED_SGD = hasattr(torch, "_fused_sgd_")  # torch's one-pass CPU SGD kernel (to
 
 
 @torch.no_grad()
-def sgd_update_(params, buffers, grads, is_weight, lr, m, h: Hyper, live, step: int = 0) -> None:
+def sgd_update_(params, buffers, grads, is_weight, lr, m, h: Hyper, live, step: int = 0, one_pass: bool = False,
+                lows=None) -> list[bool]:
     """One SGD step with momentum under each model's rule (config.OptimConfig.momentum_rule).
 
     All three rules are written as D <- m*D + a*g; w <- w - b*D, with (a, b) = ((1-m)*lr, 1) for hinton,
@@ -184,20 +196,30 @@ def sgd_update_(params, buffers, grads, is_weight, lr, m, h: Hyper, live, step: 
     D <- m*D + g, w <- w - eps*D). L2 and L1 act on weights, not biases (deepnet: Update('bias',
     no_reg=True)). live: (K, 1, 1) bool, or None when every model is live (the common case).
 
-    On a CPU, a live model under the deepnet rule without L1 takes torch's fused kernel (_fused_sgd_: one
-    pass that reads w, g and D and writes w and D, where the ops below make five passes; L2 is its
-    weight_decay, on the weights only). The choice is each model's own, so a model alone and the same
-    model in a stack take the same arithmetic.
+    On a CPU, a live model under the deepnet rule without L1 takes one pass: torch's fused kernel
+    (_fused_sgd_: reads w, g and D and writes w and D, where the ops below make five passes; L2 is its
+    weight_decay, on the weights only), or with one_pass (one_pass_ready) the project's kernel, which also
+    applies max-norm and, where `lows` is given (every model fused), writes the bf16 copies of the new
+    weights. Returns, per model, whether max-norm is already done (the caller applies it to the others).
+    The choice is each model's own, so a model alone and the same model in a stack take the same arithmetic.
     """
     K = params[0].shape[0]
-    on_cpu = params[0].device.type == "cpu" and FUSED_SGD
+    on_cpu = params[0].device.type == "cpu" and (FUSED_SGD or one_pass)
     alive = [True] * K if live is None else live.flatten().tolist()
     fused = [on_cpu and f and a for f, a in zip(h.fusable, alive)]
+    if lows is not None and not all(fused):
+        raise ValueError("the bf16 weight copies need every model in the one-pass update")
     done = []
     if any(fused):
-        _fused_(params, buffers, grads, is_weight, lr, m, h, [k for k in range(K) if fused[k]])
+        if one_pass:
+            c = h.max_norm.flatten().tolist() if h.any_max_norm else [math.inf] * K
+            kernel.sgd_rows_(params, buffers, grads, is_weight, [*(lows or []), *[None] * len(params)],
+                             lr.flatten().tolist(), m.flatten().tolist(), h.weight_decays, c,
+                             None if all(fused) else fused)
+        else:
+            _fused_(params, buffers, grads, is_weight, lr, m, h, [k for k in range(K) if fused[k]])
         if all(fused):
-            return
+            return [one_pass] * K
         # a mixed stack: the ops below run on every model, as each of the others runs them alone; the fused
         # models' new weights and buffers are put back after them
         idx = torch.tensor([k for k in range(K) if fused[k]], device=params[0].device)
@@ -205,6 +227,7 @@ def sgd_update_(params, buffers, grads, is_weight, lr, m, h: Hyper, live, step: 
     _ops_(params, buffers, grads, is_weight, lr, m, h, live, step)
     for t, kept in done:
         t[idx] = kept
+    return [one_pass and f for f in fused]
 
 
 def _ops_(params, buffers, grads, is_weight, lr, m, h: Hyper, live, step: int) -> None:
@@ -239,8 +262,18 @@ def _fused_(params, buffers, grads, is_weight, lr, m, h: Hyper, models: list[int
                 continue
             p, g, d = ([ts[i] for i in chosen] if whole else [ts[i][k] for i in chosen for k in ks]
                        for ts in (params, grads, buffers))
+            if m_k == 0.0:  # the kernel takes no buffers without momentum; D = g + wd w starts the next step's
+                for p_i, g_i, d_i in zip(p, g, d):
+                    torch.add(g_i, p_i, alpha=l2, out=d_i)
+                    p_i.add_(d_i, alpha=-lr_k)
+                continue
             torch._fused_sgd_(p, g, d, weight_decay=l2, momentum=m_k, lr=lr_k, dampening=0.0, nesterov=False,
                               maximize=False, is_first_step=False)
+
+
+def one_pass_ready(device: torch.device) -> bool:
+    """Whether the one-pass update (kernel.py) can run here: on a CPU, with the kernel built."""
+    return device.type == "cpu" and kernel.library() is not None
 
 
 @torch.no_grad()

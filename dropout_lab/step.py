@@ -79,6 +79,7 @@ class Gemm:
         self.kernels = bf16_kernels(device) if precision == "bf16" else precision
         self.low = precision == "bf16"
         self._bufs: dict[str, torch.Tensor] = {}
+        self._current: dict[str, int] = {}  # bf16 weight copies the update wrote: name -> the weight's _version
 
     def buf(self, name: str, shape: Sequence[int], dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """The step's tensor `name`: made once, then the same memory every step (overwritten)."""
@@ -98,16 +99,29 @@ class Gemm:
     def cast(self, x: torch.Tensor, name: str) -> torch.Tensor:
         if not self.low:
             return x
+        if self._current.get(name) == x._version:  # the update wrote it with x (weight_copies), x unchanged since
+            return self._bufs[name + "/bf16"]
         low = self.buf(name + "/bf16", x.shape, torch.bfloat16).copy_(x)
         return low if self.kernels == "native" else self.buf(name, x.shape).copy_(low)
 
-    def mm(self, a: torch.Tensor, b: torch.Tensor, name: str) -> torch.Tensor:
-        """a @ b in this precision, as fp32: (K, m, k) x (K, k, n) -> (K, m, n)."""
+    def weight_copies(self, weights: Sequence[torch.Tensor]) -> list[torch.Tensor | None]:
+        """Where an update that writes the bf16 copies of the new weights itself (kernel.py) puts them; the
+        next step's cast() then takes them as they are. Only with native bf16 GEMMs; None elsewhere. The
+        weight's _version (bumped by any torch op that writes it, a checkpoint's load among them) tells a
+        copy still current from a stale one; the kernel writes through raw pointers, which bump nothing."""
+        if self.kernels != "native":
+            return [None] * len(weights)
+        self._current.update({f"w{i}": w._version for i, w in enumerate(weights)})
+        return [self.buf(f"w{i}/bf16", w.shape, torch.bfloat16) for i, w in enumerate(weights)]
+
+    def mm(self, a: torch.Tensor, b: torch.Tensor, name: str, low: bool = False) -> torch.Tensor:
+        """a @ b in this precision, as fp32 (or, with low and native bf16 GEMMs, as the GEMM's own bf16
+        result, for a consumer that widens it itself): (K, m, k) x (K, k, n) -> (K, m, n)."""
         self._switch()
         shape = (a.shape[0], a.shape[1], b.shape[2])
         if self.kernels == "native":  # bf16 in, bf16 out: the kernel rounds its fp32 accumulators
-            low = torch.bmm(a, b, out=self.buf(name + "/bf16", shape, torch.bfloat16))
-            return self.buf(name, shape).copy_(low)
+            out = torch.bmm(a, b, out=self.buf(name + "/bf16", shape, torch.bfloat16))
+            return out if low else self.buf(name, shape).copy_(out)
         out = torch.bmm(a, b, out=self.buf(name, shape))
         return self._round_(out, name) if self.low else out  # emulated: the same rounding of the same sums
 
@@ -154,12 +168,14 @@ def kl_grad(a: torch.Tensor, rho: torch.Tensor, beta: torch.Tensor, logistic: bo
 
 @torch.no_grad()
 def forward_backward(model: StackedMLP, x: torch.Tensor, y: torch.Tensor, gemm: Gemm,
-                     kl: tuple[torch.Tensor, torch.Tensor] | None = None):
+                     kl: tuple[torch.Tensor, torch.Tensor] | None = None, low_grads: bool = False):
     """Loss and gradients of every model's mean cross-entropy (+ its KL-sparsity term).
 
     x (K, B, D), y (K, B). kl: (beta (K,), rho (K, 1)) or None. Returns (nll (K, B), logits (K, B, C),
     grads in the order [*weights, *biases]), the gradient of each model's own loss. The logits and the
-    weight gradients live in gemm's buffers: read them before the next step.
+    weight gradients live in gemm's buffers: read them before the next step. low_grads: with native bf16
+    GEMMs the weight gradients stay the GEMMs' bf16 results (the same numbers: widening is exact), for an
+    update that reads bf16 itself (kernel.py), which saves a pass over every weight.
     """
     weights = [gemm.cast(w, f"w{i}") for i, w in enumerate(model.weights)]  # the bf16 copies: once per step
     m_in = multiplier(model.drop_in, x.shape, gemm, "m_in")
@@ -194,7 +210,7 @@ def forward_backward(model: StackedMLP, x: torch.Tensor, y: torch.Tensor, gemm: 
     gw, gb = [None] * len(weights), [None] * len(weights)
     for i in range(last, -1, -1):
         d = gemm.cast(dz, f"d{i}")
-        gw[i] = gemm.mm(d.mT, inputs[i], f"gw{i}")  # (K, n_out, n_in), the rows' layout
+        gw[i] = gemm.mm(d.mT, inputs[i], f"gw{i}", low=low_grads)  # (K, n_out, n_in), the rows' layout
         gb[i] = dz.sum(dim=1, keepdim=True)
         if i > 0:
             dh = gemm.mm(d, weights[i], f"dh{i}")  # (K, B, n_in)

@@ -18,7 +18,16 @@ from . import step as fused
 from .config import Config
 from .data import Dataset, split
 from .model import STREAM_ORDER, StackedMLP, derive_seed, generator
-from .optim import Hyper, adam_update_, at_max_norm, learning_rate, max_norm_, momentum, sgd_update_
+from .optim import (
+    Hyper,
+    adam_update_,
+    at_max_norm,
+    learning_rate,
+    max_norm_rest_,
+    momentum,
+    one_pass_ready,
+    sgd_update_,
+)
 from .results import CHECKPOINT_FORMAT
 
 
@@ -107,6 +116,8 @@ class StackTrainer:
             self.state = [torch.zeros_like(p) for p in self.params]
         else:
             self.state = [(torch.zeros_like(p), torch.zeros_like(p)) for p in self.params]
+        # the one-pass update (kernel.py) where every model can take it
+        self.one_pass = self.optimizer == "sgd" and any(self.hyper.fusable) and one_pass_ready(self.device)
         self.live = torch.ones(self.K, 1, 1, dtype=torch.bool, device=dev)
         self.all_live = True  # host copy of live.all(): set False by train_stack when a model diverges
         self.epoch, self.step = 0, 0  # epochs and steps completed
@@ -139,15 +150,20 @@ class StackTrainer:
         lr = learning_rate(h, self.epoch, self.step)
         self.model.train()
         kl = (h.kl_beta, h.kl_rho) if h.any_kl else None
-        nll, logits, grads = fused.forward_backward(self.model, x, y, self.gemm, kl)
+        # every model in the one-pass update: it reads the bf16 weight gradients and writes the bf16 weights
+        whole = self.one_pass and self.all_live and all(h.fusable)
+        nll, logits, grads = fused.forward_backward(self.model, x, y, self.gemm, kl, low_grads=whole)
         live = None if self.all_live else self.live
+        done = [False] * self.K  # models whose max-norm the update applied
         if self.optimizer == "sgd":
             m = momentum(h, self.step / self.steps_per_epoch)
-            sgd_update_(self.params, self.state, grads, self.is_weight, lr, m, h, live, self.step)
+            lows = self.gemm.weight_copies(self.model.weights) if whole else None
+            done = sgd_update_(self.params, self.state, grads, self.is_weight, lr, m, h, live, self.step,
+                               one_pass=self.one_pass, lows=lows)
         else:
             adam_update_(self.params, self.state, grads, self.is_weight, lr, self.step + 1, h, live)
         if h.any_max_norm:
-            max_norm_(self.model.weights, h.max_norm)
+            max_norm_rest_(self.model.weights, h.max_norm, done)
         with torch.no_grad():
             self.loss_sum += nll.sum(dim=1)
             self.wrong += (logits.argmax(dim=-1) != y).sum(dim=1)
