@@ -22,6 +22,10 @@
 #include <omp.h>
 #endif
 #include <string.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#define FLUSH_DENORMALS 0x8040u /* MXCSR: flush-to-zero (bit 15) and denormals-are-zero (bit 6) */
+#endif
 
 typedef struct {
     float *w, *d;                 /* (K, rows, cols) fp32 weights and momentum buffers */
@@ -93,7 +97,15 @@ static void row(const layer_t *L, int k, int64_t r, float lr, float m, float wd,
     }
 }
 
+/* A unit that stops receiving gradient (a dead ReLU) has its momentum buffer shrink by m every step, through
+ * the denormal range, where every multiply takes a microcode assist: measured, the update ran 10x slower
+ * after a few thousand steps. So this thread flushes denormals to zero while it updates, and restores its
+ * mode after: values below 1.2e-38 become 0, which moves no weight of any size a net has by a single bit. */
 static void work(const job_t *J) {
+#ifdef FLUSH_DENORMALS
+    unsigned int csr = _mm_getcsr();
+    _mm_setcsr(csr | FLUSH_DENORMALS);
+#endif
     int64_t base = 0;
     for (int32_t l = 0; l < J->n_layers; l++) {
         const layer_t *L = &J->layers[l];
@@ -107,6 +119,9 @@ static void work(const job_t *J) {
         }
         base += n_rows;
     }
+#ifdef FLUSH_DENORMALS
+    _mm_setcsr(csr);
+#endif
 }
 
 /* The rows are split evenly over n_threads of torch's own OpenMP threads (update.c links libgomp.so.1,
