@@ -419,6 +419,38 @@ def beyond_features(
     out_console.print(f"results: {out}", highlight=False)
 
 
+@beyond_app.command("conv")
+def beyond_conv(
+    config: Path = typer.Argument(Path("configs/beyond/conv.yaml"), help="a `beyond conv` config (config.ConvConfig)"),
+    set_: list[str] = typer.Option([], "--set", help="override a key: --set updates=500"),
+    out: Path | None = typer.Option(None, "--out", help="folder for the runs, summary.json and PNGs "
+                                                        "(default results/beyond/NAME)"),
+) -> None:
+    """Does dropout work on conv layers? A small conv net on MNIST subsets, four dropout variants, 3 seeds."""
+    from .config import load_conv
+    from .conv import experiment
+    from .results import command_line
+    from .verdicts import verdict_conv, verdict_line
+
+    try:
+        cfg = load_conv(config, set_)
+    except ConfigError as e:
+        fail(str(e), 2)
+    out = out or Path("results/beyond") / cfg.name
+    _writable(out, "--out")
+    try:
+        summary = experiment(cfg, out, command=command_line(),
+                             log=lambda line: out_console.print(line, highlight=False, soft_wrap=True))
+    except data_mod.DataError as e:
+        fail(str(e), 1)
+    except ValueError as e:
+        fail(str(e), 2)
+    v, text = verdict_conv(summary["table"])
+    out_console.print(f"claim \"{summary['claim']}\": {verdict_line(v).strip('*')}: {text}", highlight=False,
+                      soft_wrap=True)
+    out_console.print(f"results: {out}", highlight=False)
+
+
 @app.command()
 def bench(
     device: str = typer.Option("auto", "--device", help="auto | cpu | cuda | cuda:N"),

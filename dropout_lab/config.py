@@ -278,6 +278,92 @@ _LATER_KEYS = {"precision": "fp32", "scale": "full", "optim.l1": 0.0, "optim.kl_
 # loading, overrides and one-line errors
 
 
+CONV_VARIANTS = ("none", "fc", "conv_element", "conv_channel")
+
+
+class ConvNetConfig(_Strict):
+    # 5x5 convolutions with padding 2, each followed by ReLU and 2x2 max-pooling, then one fully connected
+    # ReLU layer and the softmax: deepnet's MNIST conv net (examples/convnet/model_conv.pbtxt: 5x5 filters,
+    # padding 2, max-pooling, a 1024-unit layer), narrowed to fit a 2-core CPU
+    channels: list[int] = Field(default_factory=lambda: [16, 32])  # feature maps of each conv layer
+    hidden: int = Field(default=256, gt=0)  # units of the fully connected layer
+
+
+class ConvConfig(_Strict):
+    """`dropout-lab beyond conv`: does dropout help on convolutional layers (beyond.conv)."""
+
+    name: str = "conv"
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])  # each variant and size once per seed
+    train_sizes: list[int] = Field(default_factory=lambda: [1000, 5000])  # stratified MNIST subsets
+    # none: no dropout; fc: on the fully connected layer only; conv_element: also on every conv layer's
+    # output, unit by unit; conv_channel: also on every conv layer's output, whole feature maps (spatial
+    # dropout, Tompson et al. 2015), at the same retention
+    variants: list[Literal["none", "fc", "conv_element", "conv_channel"]] = Field(
+        default_factory=lambda: list(CONV_VARIANTS))
+    net: ConvNetConfig = Field(default_factory=ConvNetConfig)
+    conv_keep: list[float] = Field(default_factory=lambda: [0.9, 0.75])  # retention after each conv layer
+    fc_keep: float = Field(default=0.5, gt=0, le=1)  # retention of the fully connected layer's units
+    updates: int = Field(default=3000, gt=0)  # weight updates per run, whatever the training set's size
+    batch_size: int = Field(default=100, gt=0)
+    lr: float = Field(default=0.01, gt=0)  # eps of the deepnet rule D <- m D + g, w <- w - eps D
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    max_norm: float | None = 4.0  # c on every unit's incoming weights (a conv filter is one unit); null: off
+    eval_every: int = Field(default=500, gt=0)  # updates between test passes (and one at the end)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, name: str) -> str:
+        return Config._folder_name(name)
+
+    @field_validator("seeds", "train_sizes", "variants")
+    @classmethod
+    def _distinct(cls, values: list) -> list:
+        if not values:
+            raise ValueError("must name at least one")
+        if len(set(values)) != len(values):
+            raise ValueError("must not repeat a value: a repeated run would be trained twice and counted twice")
+        return values
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, seeds: list[int]) -> list[int]:
+        if min(seeds) < 0:
+            raise ValueError("must be >= 0")
+        return seeds
+
+    @field_validator("train_sizes")
+    @classmethod
+    def _sizes(cls, sizes: list[int]) -> list[int]:
+        if min(sizes) < 10 or max(sizes) > 60_000:
+            raise ValueError("must be from 10 (one image of each class) to 60,000 (all of MNIST's training set)")
+        return sizes
+
+    @field_validator("conv_keep")
+    @classmethod
+    def _keeps(cls, keeps: list[float]) -> list[float]:
+        if any(not 0 < k <= 1 for k in keeps):
+            raise ValueError("must be in (0, 1]: the probability of keeping a unit")
+        return keeps
+
+    @field_validator("max_norm")
+    @classmethod
+    def _c(cls, c: float | None) -> float | None:
+        if c is not None and c <= 0:
+            raise ValueError("must be > 0, or null for no max-norm constraint")
+        return c
+
+    def model_post_init(self, _context) -> None:
+        if len(self.conv_keep) != len(self.net.channels):
+            raise ValueError(f"conv_keep = {self.conv_keep}: {len(self.conv_keep)} retention(s) for "
+                             f"{len(self.net.channels)} conv layers (net.channels): give one per conv layer")
+        if any(c <= 0 for c in self.net.channels):
+            raise ValueError(f"net.channels = {self.net.channels}: every layer needs at least 1 feature map")
+        if len(self.net.channels) > 4:
+            raise ValueError(f"net.channels = {self.net.channels}: at most 4 conv layers (each halves the "
+                             "28x28 image; a fifth would pool 1x1 maps)")
+
+
 class _Loader(yaml.SafeLoader):
     """YAML 1.1 reads `1e-3` as a string (its floats need a dot); a config author means a number."""
 
@@ -369,8 +455,7 @@ def _format_error(err: ValidationError, allowed_of) -> str:
     return f"{key} = {shown}: {msg}"
 
 
-def _allowed_keys(path: list[str]) -> list[str]:
-    model: type[BaseModel] = Config
+def _allowed_keys(path: list[str], model: type[BaseModel] = Config) -> list[str]:
     for part in path:
         ann = model.model_fields[part].annotation
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
@@ -453,6 +538,19 @@ def read_yaml(path: str | Path) -> dict:
     return raw
 
 
+def load_conv(path: str | Path, overrides: list[str] = ()) -> ConvConfig:
+    """A `beyond conv` config (ConvConfig), read, overridden and refused as load() does a run config."""
+    raw = copy.deepcopy(read_yaml(path))
+    for text in overrides:
+        apply_override(raw, *parse_override(text))
+    try:
+        return ConvConfig.model_validate(raw)
+    except ValidationError as err:
+        if err.errors()[0]["type"] == "value_error" and not err.errors()[0]["loc"]:  # model_post_init's own line
+            raise ConfigError(err.errors()[0]["msg"].removeprefix("Value error, ")) from None
+        raise ConfigError(_format_error(err, lambda loc: _allowed_keys(loc, ConvConfig))) from None
+
+
 def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
     """Read a YAML config (or the defaults when path is None), apply `--set` overrides, validate."""
     raw = read_yaml(path) if path is not None else {}
@@ -462,5 +560,6 @@ def load(path: str | Path | None, overrides: list[str] = ()) -> Config:
     return validate(raw)
 
 
-def to_yaml(cfg: Config) -> str:
+def to_yaml(cfg: BaseModel) -> str:
+    """A resolved config (a run's Config, or a ConvConfig) as YAML, every default written out."""
     return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

@@ -18,7 +18,19 @@ from . import paper, verdicts
 from .readback import RECENT
 from .report_plots import plot_curves, plot_fig11, plot_table
 from .results import atomic_write
-from .verdicts import Result, mc_results, met_line, pm, precision_of, stats, targets, verdict, verdict_line
+from .verdicts import (
+    Result,
+    mc_results,
+    met_line,
+    pm,
+    precision_of,
+    short_commit,
+    stats,
+    targets,
+    verdict,
+    verdict_conv,
+    verdict_line,
+)
 
 # ----------------------------------------------------------------------------------------------
 # tables
@@ -114,6 +126,7 @@ def beyond_lines(folder: Path, base: Path) -> list[str]:
         md += [f"| {r['label']} | {r['q']:g} | {100 * r['test_error_mean']:.2f} ± {100 * r['test_error_std']:.2f} | "
                f"{100 * r['train_error_mean']:.2f} |" for r in d["results"]]
         md += ["", f"![section 9.1]({_rel(ridge.parent / 'ridge.png', base)})", ""]
+    md += conv_lines(folder / "conv", base)
     if feats.is_file():
         d = json.loads(feats.read_text())
         md += ["## Features and sparsity (Figures 7 and 8)", "",
@@ -124,6 +137,34 @@ def beyond_lines(folder: Path, base: Path) -> list[str]:
                f"{100 * m['frac_zero']:.1f}% | {100 * m['frac_low_units']:.1f}% |" for m in d["models"].values()]
         md += ["", f"![sparsity]({_rel(feats.parent / 'sparsity.png', base)})",
                f"![features]({_rel(feats.parent / 'tiles.png', base)})", ""]
+    return md
+
+
+def conv_lines(folder: Path, base: Path) -> list[str]:
+    """`dropout-lab beyond conv`: the note's claim about conv layers, its verdict and the table behind it."""
+    summary, env_path = folder / "summary.json", folder / "env.json"
+    if not summary.is_file():
+        return []
+    from .conv_plots import NAMES
+
+    d = json.loads(summary.read_text())
+    env = json.loads(env_path.read_text()) if env_path.is_file() else {}
+    v, text = verdict_conv(d["table"])
+    sizes = list(d["table"])
+    variants = [k for k in NAMES if any(k in d["table"][n] for n in sizes)]
+    md = ["## Does dropout work on conv layers? (a note's claim)", "",
+          f"Claim: \"{d['claim']}\". Verdict: {verdict_line(v)}: {text}.", "",
+          f"`{env.get('command', 'dropout-lab beyond conv')}`: a conv net on MNIST subsets, {d['updates']:,} updates a "
+          f"run, on {env.get('device_name', '?')} (commit {short_commit(env.get('git_commit'))}, fp32). Final test "
+          "error %, mean ± std over seeds (train error % of the same nets in brackets):", "",
+          "| variant | " + " | ".join(f"{int(n):,} images" for n in sizes) + " |",
+          "|---|" + "---|" * len(sizes)]
+    for k in variants:
+        cells = [d["table"][n].get(k) for n in sizes]
+        md.append(f"| {NAMES[k]} | " + " | ".join(
+            f"{pm(c['mean'], c['std'], c['n'])} ({c['train_mean']:.2f})" if c else "—" for c in cells) + " |")
+    md += ["", f"![conv curves]({_rel(folder / 'curves.png', base)})",
+           f"![conv bars]({_rel(folder / 'bars.png', base)})", ""]
     return md
 
 

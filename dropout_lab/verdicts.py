@@ -352,6 +352,27 @@ def verdict_fig11(res: Result):
                 f"within one std of weight scaling, either way, and k=1 is worse than k={big})")
 
 
+def verdict_conv(table: dict) -> tuple[bool | str | None, str]:
+    """The note's claim "element-wise dropout on conv layers does not help" (conv.py), per training-set size:
+    unit-wise dropout on the conv layers too (conv_element) against dropout on the fc layer only (fc), the
+    paper's own comparison (Table 3). Holds when it is worse beyond noise at every size; does not hold when it
+    is better beyond noise at any size; else not resolved. table: conv.summarise's."""
+    results, parts = [], []
+    for n, cells in table.items():
+        if "conv_element" not in cells or "fc" not in cells:
+            continue
+        e, f = (cells[k] for k in ("conv_element", "fc"))
+        a, b = (e["mean"], e["std"], e["n"]), (f["mean"], f["std"], f["n"])
+        results.append(compare(a, b))
+        parts.append(f"{int(n):,} images: unit-wise on conv {pm(*a)} against fc only {pm(*b)}, "
+                     f"{a[0] - b[0]:+.2f} ± {2 * se_diff(a, b):.2f}")
+    if not results:
+        return None, "conv_element or fc not run"
+    return outcome(results), ("; ".join(parts) + " (difference ± twice its standard error; holds when unit-wise "
+                                                 "dropout on the conv layers is worse beyond that at every size, "
+                                                 "does not hold when it is better beyond it at any)")
+
+
 VERDICTS = {"table9": verdict_table9, "fig4": verdict_fig4, "fig9a": verdict_fig9a, "fig9b": verdict_fig9b,
             "fig10": verdict_fig10, "fig11": verdict_fig11, "table10_gaussian": verdict_table10}
 
