@@ -236,8 +236,15 @@ def experiment(cfg: ConvConfig, out: Path, command: str, log=print) -> dict:
         log(f"  {run_id(v, n, s):<24} test {100 * curve[-1]['test_error']:5.2f}%  train "
             f"{100 * curve[-1]['train_error']:5.2f}%  {took:5.1f} s   ({i + 1}/{len(todo)}, left {left / 60:.1f} min)")
     table = summarise(cfg, out)
-    env["wall_seconds_this_sitting"] = round(time.perf_counter() - t0, 1)
-    atomic_write(out / "env.json", json.dumps(env, indent=2) + "\n")
+    if todo:  # a sitting that trained adds itself to the record; one that found everything done changes nothing
+        env["wall_seconds"] = round(time.perf_counter() - t0, 1)
+        env["runs_trained"] = len(todo)
+        try:
+            record = json.loads((out / "env.json").read_text())
+            record.setdefault("resumed", []).append(env)
+        except (OSError, ValueError):  # the first sitting (or an unreadable record: this one replaces it)
+            record = env
+        atomic_write(out / "env.json", json.dumps(record, indent=2) + "\n")
     summary = {"claim": "element-wise dropout on conv layers does not help",
                "updates": cfg.updates, "table": table}
     atomic_write(out / "summary.json", json.dumps(summary, indent=2) + "\n")

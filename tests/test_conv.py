@@ -87,6 +87,12 @@ def test_runs_are_written_resumed_and_reported(tmp_path, mnist):
     assert r.returncode == 0 and "3 already done" in r.stdout
     assert (out / "runs" / "fc-n100-s0.csv").stat().st_mtime_ns == kept  # a finished run is never redone
     assert last.read_bytes() == first_time  # and the one retrained gives the same numbers
+    env = json.loads((out / "env.json").read_text())
+    assert env["runs_trained"] == 4 and [s["runs_trained"] for s in env["resumed"]] == [1]  # each sitting recorded
+    record = {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    r = cli(*args)  # everything done: nothing trained, no file changed
+    assert r.returncode == 0 and "4 already done" in r.stdout
+    assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == record
     from dropout_lab.report import conv_lines
     md = "\n".join(conv_lines(out, tmp_path))
     assert "element-wise dropout on conv layers does not help" in md and "| + conv layers, unit by unit |" in md
@@ -128,3 +134,17 @@ def test_a_damaged_run_file_is_refused_before_any_work_and_not_trained_over(tmp_
     assert r.returncode == 2 and "fc-n100-s1.csv: damaged" in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert bad.read_text() == text
     assert [p.name for p in (out / "runs").iterdir()] == ["fc-n100-s1.csv"]  # nothing trained first
+
+
+def test_the_readmes_conv_numbers_are_the_committed_results():
+    from dropout_lab.report import conv_lines
+
+    from conftest import ROOT
+
+    lines = conv_lines(ROOT / "results" / "beyond" / "conv", ROOT / "results")
+    assert lines, "no conv results committed under results/beyond/conv"
+    start = next(i for i, line in enumerate(lines) if line.startswith("| variant |"))
+    table = [line for line in lines[start:] if line.startswith("|")]
+    assert "\n".join(table) + "\n" in (ROOT / "README.md").read_text()
+    verdict = next(line for line in lines if line.startswith("Claim:")).split("Verdict: ")[1].split(":")[0]
+    assert f"note's claim {verdict}" in (ROOT / "README.md").read_text()  # e.g. **does not hold**
