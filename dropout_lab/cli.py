@@ -14,9 +14,9 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from . import data as data_mod
 from . import tables
 from .config import ConfigError
+from .training import data as data_mod
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Train MLPs on MNIST with and without dropout, and see what dropout does.")
@@ -43,8 +43,8 @@ PRECISION_HELP = "fp32 | bf16 | tf32 (CUDA only); overrides the config (step.py 
 
 def _resolve(cfg_device: str, device: str | None, cfgs=(), precision: str | None = None):
     """The device, and the runs' precisions checked against it; both refused before any work."""
-    from .step import precision_note, precision_problem
-    from .train import resolve_device
+    from .nets.step import precision_note, precision_problem
+    from .training.train import resolve_device
 
     try:
         dev = resolve_device(device or cfg_device)
@@ -60,7 +60,7 @@ def _resolve(cfg_device: str, device: str | None, cfgs=(), precision: str | None
 
 def _writable(path: Path, option: str, folder: bool = True) -> None:
     """A destination refused before any work, so that nothing is computed only to be lost."""
-    from .guard import check_destination
+    from .store.guard import check_destination
 
     try:
         check_destination(path, option, folder)
@@ -90,10 +90,10 @@ def run(
 
     A config's sweep: section is ignored here; `dropout-lab sweep CONFIG` runs it.
     """
-    from .campaign import preflight, seed_pairs, train_run
-    from .results import FolderBusy
-    from .runner import load_datasets
-    from .sweep import load_sweep
+    from .store.results import FolderBusy
+    from .sweeps.campaign import preflight, seed_pairs, train_run
+    from .sweeps.runner import load_datasets
+    from .sweeps.sweep import load_sweep
 
     try:
         sw = load_sweep(config, [*set_, *([f"precision={precision}"] if precision else [])], use_sweep=False,
@@ -179,12 +179,12 @@ def sweep(
     scale: str = typer.Option("full", "--scale", help=SCALE_HELP),
 ) -> None:
     """Train every run of a sweep, packed into stacks; skip finished runs, resume partial ones."""
-    from .campaign import Invocation, check_options, preflight
-    from .local import default_workers
-    from .results import FolderBusy
-    from .runner import load_datasets
-    from .stacks import workers_that_fit
-    from .sweep import load_sweep, select, shipped
+    from .store.results import FolderBusy
+    from .sweeps.campaign import Invocation, check_options, preflight
+    from .sweeps.local import default_workers
+    from .sweeps.runner import load_datasets
+    from .sweeps.stacks import workers_that_fit
+    from .sweeps.sweep import load_sweep, select, shipped
 
     if config is None:
         found = [x for folder in (Path("configs/sweeps"), Path("configs/paper")) for x in shipped(folder)]
@@ -241,9 +241,9 @@ def plot(
     Files go to <folder>/plots/*.png and .svg. Runs that are still training are drawn as far as they have
     gone (a folder's plots can be drawn while its sweep trains; --watch keeps them current).
     """
-    from .guard import check_destination, check_files
-    from .plot import choose_folders
-    from .readback import listed_runs, run_dirs
+    from .plots.plot import choose_folders
+    from .store.guard import check_destination, check_files
+    from .store.readback import listed_runs, run_dirs
 
     if watch is not None and not 0 < watch <= 86400:
         fail(f"--watch = {watch:g}: must be a number of seconds > 0, at most a day (86400)", 2)
@@ -263,7 +263,7 @@ def plot(
         return
     import time
 
-    from .plot import stale
+    from .plots.plot import stale
 
     watched = list(results or []) or sorted({*folders, *current})
     out_console.print(f"watching {', '.join(map(str, watched))}: redrawn when their runs change, checked every "
@@ -278,8 +278,8 @@ def plot(
 
 def _plot(folders: list[Path], x: str | None, y: str | None) -> bool:
     """Draw each folder's plots; True where a folder was left undrawn for a damaged file."""
-    from .plot import plot_folder
-    from .readback import Damaged, check_folder
+    from .plots.plot import plot_folder
+    from .store.readback import Damaged, check_folder
 
     damaged = False
     for folder in folders:
@@ -312,8 +312,8 @@ def report(
                                                        "results/REPORT.md for results/)"),
 ) -> None:
     """The paper's MNIST tables and claims next to ours, from finished and stopped runs; trains nothing."""
-    from .report import build
-    from .results import command_line
+    from .report.report import build
+    from .store.results import command_line
 
     roots = list(results or [Path("results")])
     for r in roots:
@@ -349,9 +349,9 @@ def resume_point(
     (`sweep` and `run` take the further of a checkpoint and a resume point). Each call replaces a run's
     earlier point; a run removes its own when it completes.
     """
-    from .guard import check_files
-    from .readback import run_dirs
-    from .results import RESUME_POINT, keep_resume_point
+    from .store.guard import check_files
+    from .store.readback import run_dirs
+    from .store.results import RESUME_POINT, keep_resume_point
 
     for folder in results:
         if not folder.is_dir():
@@ -384,8 +384,8 @@ def beyond_ridge(
     quick: bool = typer.Option(False, "--quick", help="a smaller run, well under a minute"),
 ) -> None:
     """Section 9.1: is dropout just L2? Input dropout vs its ridge penalty on MNIST softmax regression."""
-    from .results import command_line
-    from .ridge import experiment
+    from .beyond.ridge import experiment
+    from .store.results import command_line
 
     _writable(out, "--out")
     try:
@@ -403,8 +403,8 @@ def beyond_features(
     out: Path = typer.Option(Path("results/beyond/features"), "--out", help="folder for features.json and PNGs"),
 ) -> None:
     """Figures 7 and 8: first-layer features and hidden-unit sparsity, with and without dropout."""
-    from .features import experiment
-    from .results import command_line
+    from .beyond.features import experiment
+    from .store.results import command_line
 
     _writable(out, "--out")
     try:
@@ -427,10 +427,10 @@ def beyond_conv(
                                                         "(default results/beyond/NAME)"),
 ) -> None:
     """Does dropout work on conv layers? A small conv net on MNIST subsets, four dropout variants, 3 seeds."""
+    from .beyond.conv import experiment
     from .config import load_conv
-    from .conv import experiment
-    from .results import command_line
-    from .verdicts import verdict_conv, verdict_line
+    from .report.verdicts import verdict_conv, verdict_line
+    from .store.results import command_line
 
     try:
         cfg = load_conv(config, set_)
@@ -467,7 +467,7 @@ def bench(
 ) -> None:
     """Time the stacked trainer against two plain PyTorch loops on one device: a tuned one (the baseline:
     data on the device, randperm batches) and a typical one (a DataLoader)."""
-    from .bench import benchmark, check_args, write_json
+    from .speed.bench import benchmark, check_args, write_json
 
     try:
         dev = _resolve("auto", device)

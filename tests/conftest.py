@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from dropout_lab import data as data_mod
 from dropout_lab.config import load
-from dropout_lab.readback import read_metrics
+from dropout_lab.store.readback import read_metrics
+from dropout_lab.training import data as data_mod
 
 ROOT = Path(__file__).resolve().parent.parent
 

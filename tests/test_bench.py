@@ -7,8 +7,8 @@ import pytest
 import torch
 from torch.optim.optimizer import register_optimizer_step_post_hook
 
-from dropout_lab import bench, peak
-from dropout_lab.train import StackTrainer
+from dropout_lab.speed import bench, peak
+from dropout_lab.training.train import StackTrainer
 
 from conftest import cli
 
@@ -128,7 +128,7 @@ LONG_CPU = "Intel(R) Xeon(R) Platinum 8480+ [AMX-BF16] Processor, a stand-in nam
 
 
 def test_bench_command_writes_json_and_rejects_bad_stacks(tmp_path, monkeypatch):
-    from dropout_lab import results
+    from dropout_lab.store import results
 
     monkeypatch.setattr(results, "cpu_model", lambda: LONG_CPU)  # not this machine's name: the longest case
     monkeypatch.setattr(peak, "PROBE_SECONDS", 0.02)  # the probe's rates are tested on their own, below

@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from dropout_lab.readback import METRIC_COLUMNS, run_dirs
+from dropout_lab.store.readback import METRIC_COLUMNS, run_dirs
 
 from conftest import ROOT, cli, entry_point
 

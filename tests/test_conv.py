@@ -6,10 +6,10 @@ import json
 import pytest
 import torch
 
-from dropout_lab import conv
+from dropout_lab.beyond import conv
 from dropout_lab.config import ConvConfig
-from dropout_lab.model import generator
-from dropout_lab.verdicts import UNRESOLVED, verdict_conv
+from dropout_lab.nets.model import generator
+from dropout_lab.report.verdicts import UNRESOLVED, verdict_conv
 
 from conftest import cli
 
@@ -93,7 +93,7 @@ def test_runs_are_written_resumed_and_reported(tmp_path, mnist):
     r = cli(*args)  # everything done: nothing trained, no file changed
     assert r.returncode == 0 and "4 already done" in r.stdout
     assert {p.name: p.read_bytes() for p in out.rglob("*") if p.is_file()} == record
-    from dropout_lab.report import conv_lines
+    from dropout_lab.report.report import conv_lines
     md = "\n".join(conv_lines(out, tmp_path))
     assert "element-wise dropout on conv layers does not help" in md and "| + conv layers, unit by unit |" in md
 
@@ -137,7 +137,7 @@ def test_a_damaged_run_file_is_refused_before_any_work_and_not_trained_over(tmp_
 
 
 def test_the_readmes_conv_numbers_are_the_committed_results():
-    from dropout_lab.report import conv_lines
+    from dropout_lab.report.report import conv_lines
 
     from conftest import ROOT
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dropout_lab.readback import read_summary
+from dropout_lab.store.readback import read_summary
 
 from conftest import cli, curves, index
 
@@ -272,7 +272,7 @@ def test_unreadable_or_unwritable_results_are_refused(trained, tmp_path, monkeyp
     """Permissions, as a user who is not root meets them (os.access says what the user may do)."""
     import os
 
-    from dropout_lab import guard
+    from dropout_lab.store import guard
 
     config, res, run_id = trained
     shutil.copytree(res, tmp_path / "res")

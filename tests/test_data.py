@@ -7,7 +7,7 @@ import pickle
 import numpy as np
 import pytest
 
-from dropout_lab import data as D
+from dropout_lab.training import data as D
 
 
 def write_idx(path, a, compress=False):

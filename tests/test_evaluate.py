@@ -7,10 +7,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dropout_lab import data as data_mod
-from dropout_lab.evaluate import MC_BLOCK, entropy, expected_calibration_error, mc_evaluate
-from dropout_lab.optim import kl_sparsity
-from dropout_lab.train import StackTrainer, train_stack
+from dropout_lab.nets.optim import kl_sparsity
+from dropout_lab.training import data as data_mod
+from dropout_lab.training.evaluate import MC_BLOCK, entropy, expected_calibration_error, mc_evaluate
+from dropout_lab.training.train import StackTrainer, train_stack
 
 from conftest import tiny_config
 

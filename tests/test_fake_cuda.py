@@ -10,14 +10,14 @@ import torch.nn.functional as F
 from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.overrides import TorchFunctionMode
 
-from dropout_lab import bench
-from dropout_lab import data as data_mod
-from dropout_lab import evaluate as evaluate_mod
-from dropout_lab import model as model_mod
 from dropout_lab.config import load
-from dropout_lab.evaluate import mc_evaluate
-from dropout_lab.optim import at_max_norm, max_norm_
-from dropout_lab.train import StackTrainer
+from dropout_lab.nets import model as model_mod
+from dropout_lab.nets.optim import at_max_norm, max_norm_
+from dropout_lab.speed import bench
+from dropout_lab.training import data as data_mod
+from dropout_lab.training import evaluate as evaluate_mod
+from dropout_lab.training.evaluate import mc_evaluate
+from dropout_lab.training.train import StackTrainer
 
 CUDA = torch.device("cuda")
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 from matplotlib.image import imread
 
-from dropout_lab import data as data_mod
-from dropout_lab import features
+from dropout_lab.beyond import features
 from dropout_lab.config import ConfigError, load
-from dropout_lab.train import StackTrainer
+from dropout_lab.training import data as data_mod
+from dropout_lab.training.train import StackTrainer
 
 from conftest import ROOT, tiny_config
 

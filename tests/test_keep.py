@@ -81,7 +81,7 @@ def grew(path, committed, now) -> bool:
 def test_table2s_stopped_rows_are_kept_whole_by_the_readme_command(tmp_path, monkeypatch):
     """The README's command for Table 2's max-norm row, run to its end: the rows stopped with no checkpoint stay
     as they are, the command says so and how to restart them, and the report still shows them."""
-    from dropout_lab import runner
+    from dropout_lab.sweeps import runner
 
     def no_training(*args, **kwargs):  # hours of training would follow: fail at once instead
         raise AssertionError("a stopped row with no checkpoint was trained again")

@@ -6,10 +6,10 @@ import math
 import pytest
 import torch
 
-from dropout_lab import kernel, optim
-from dropout_lab.data import spiral
-from dropout_lab.optim import Hyper, max_norm_, max_norm_rest_, sgd_update_
-from dropout_lab.train import StackTrainer
+from dropout_lab.nets import kernel, optim
+from dropout_lab.nets.optim import Hyper, max_norm_, max_norm_rest_, sgd_update_
+from dropout_lab.training.data import spiral
+from dropout_lab.training.train import StackTrainer
 
 from conftest import tiny_config
 

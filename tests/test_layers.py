@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 import torch
 
-from dropout_lab.layers import MASK_BITS, Dropout, keep_mask, noise, uniform16
-from dropout_lab.model import StackedMLP
+from dropout_lab.nets.layers import MASK_BITS, Dropout, keep_mask, noise, uniform16
+from dropout_lab.nets.model import StackedMLP
 
 
 def gen(seed):

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dropout_lab.data import spiral
-from dropout_lab.model import StackedMLP
-from dropout_lab.optim import at_max_norm, learning_rate, max_norm_, momentum, sgd_update_
-from dropout_lab.train import StackTrainer, pack, train_stack
+from dropout_lab.nets.model import StackedMLP
+from dropout_lab.nets.optim import at_max_norm, learning_rate, max_norm_, momentum, sgd_update_
+from dropout_lab.training.data import spiral
+from dropout_lab.training.train import StackTrainer, pack, train_stack
 
 from conftest import tiny_config
 

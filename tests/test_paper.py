@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dropout_lab import paper, scale, verdicts
 from dropout_lab.config import load
-from dropout_lab.sweep import load_sweep
+from dropout_lab.report import paper, verdicts
+from dropout_lab.sweeps import scale
+from dropout_lab.sweeps.sweep import load_sweep
 
 from conftest import ROOT, cli
 
@@ -486,7 +487,7 @@ def test_suite_time_target_sums_the_sweep_sessions_of_every_full_config(tmp_path
 
 def test_readme_opens_with_the_reports_headline_table(tmp_path):
     """The README's first table is Table 2 as `dropout-lab report` makes it from the committed results."""
-    from dropout_lab.report import build
+    from dropout_lab.report.report import build
 
     headline = build([ROOT / "results"], tmp_path / "REPORT.md", "dropout-lab report")
     assert headline.startswith("| Table 2 row |"), "no Table 2 results committed under results/"

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 import yaml
 
-from dropout_lab import heatmap, plot, sweep_index, sweep_plot
 from dropout_lab.config import load, to_yaml
-from dropout_lab.readback import METRIC_COLUMNS
+from dropout_lab.plots import heatmap, plot, sweep_plot
+from dropout_lab.store import sweep_index
+from dropout_lab.store.readback import METRIC_COLUMNS
 
 BASE = ["data.dataset=mnist", "model.hidden=[64,64]", "optim.epochs=3", "data.train_size=1000"]
 INDEX_TAIL = ["seed", "dropout", "final_test_error", "best_test_error", "final_train_error", "final_max_norm_bound",

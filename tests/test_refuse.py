@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from dropout_lab.readback import run_dirs
+from dropout_lab.store.readback import run_dirs
 
 from conftest import ROOT, cli
 
@@ -200,8 +200,8 @@ def test_a_swept_key_is_not_swept_again_nor_set(tmp_path):
 def test_max_stack_past_memory_is_said_and_capped(monkeypatch):
     import torch
 
-    from dropout_lab import stacks as runner
     from dropout_lab.config import load
+    from dropout_lab.sweeps import stacks as runner
 
     cfg = load(None, ["model.hidden=[1024, 1024]"])
     monkeypatch.setattr(runner, "free_bytes", lambda device: 4 << 30)
@@ -224,7 +224,7 @@ def narrow(*args):
 
 
 def test_dry_run_of_table2_fits_80_columns_piped(tmp_path, monkeypatch):
-    from dropout_lab import campaign
+    from dropout_lab.sweeps import campaign
 
     # the estimate times a few steps and a test pass of each structure, 2x8192 nets among them (50 s on a
     # 2-core CPU); its line is what matters here, and test_sweep times small nets through the same code
@@ -262,7 +262,7 @@ def test_the_end_of_sweep_table_keeps_its_numbers_at_80_columns(tmp_path):
 
 
 def test_bench_names_stay_on_one_line_at_80_columns(monkeypatch):
-    from dropout_lab import peak
+    from dropout_lab.speed import peak
 
     monkeypatch.setattr(peak, "PROBE_SECONDS", 0.02)  # a shorter GEMM probe: its numbers are not read here
     r = narrow("bench", "--device", "cpu", "--arch", "784-16-10", "--stack", "1,2", "--steps", "2", "--workers", "2")

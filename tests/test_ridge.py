@@ -9,8 +9,8 @@ import json
 import numpy as np
 import pytest
 
-from dropout_lab import data as data_mod
-from dropout_lab import ridge
+from dropout_lab.beyond import ridge
+from dropout_lab.training import data as data_mod
 
 
 def design(seed, n=30, d=4, scales=(0.2, 1.0, 3.0, 0.5)):

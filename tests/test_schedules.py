@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from dropout_lab import data as data_mod
-from dropout_lab.optim import Hyper, adam_update_, learning_rate, momentum, sgd_update_
-from dropout_lab.train import StackTrainer
+from dropout_lab.nets.optim import Hyper, adam_update_, learning_rate, momentum, sgd_update_
+from dropout_lab.training import data as data_mod
+from dropout_lab.training.train import StackTrainer
 
 from conftest import tiny_config
 
@@ -178,7 +178,7 @@ def test_deepnet_rule_matches_the_authors_code_step_for_step():
 def test_each_model_takes_its_own_update_path_so_alone_equals_stacked():
     """deepnet models without L1 take torch's fused kernel, the others the ops; in a mixed stack each model's
     numbers are exactly those it gets alone, and the fused one's are the rule's (to float rounding)."""
-    from dropout_lab import optim
+    from dropout_lab.nets import optim
 
     cfgs = [["optim.momentum_rule=deepnet", "optim.lr=0.1"],
             ["optim.momentum_rule=deepnet", "optim.lr=0.2", "optim.weight_decay=0.01"],

@@ -6,10 +6,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from dropout_lab import step
-from dropout_lab.layers import MASK_BITS, drop_threshold, keep_mask, uniform16
-from dropout_lab.model import StackedMLP, generator
-from dropout_lab.optim import kl_sparsity
+from dropout_lab.nets import step
+from dropout_lab.nets.layers import MASK_BITS, drop_threshold, keep_mask, uniform16
+from dropout_lab.nets.model import StackedMLP, generator
+from dropout_lab.nets.optim import kl_sparsity
 
 
 def stack(activation="relu", kind="bernoulli", scaling="inverted"):

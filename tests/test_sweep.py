@@ -11,13 +11,13 @@ import time
 import pytest
 import yaml
 
-from dropout_lab import local, runner, stacks
 from dropout_lab.config import ConfigError
-from dropout_lab.readback import read_metrics, read_sessions, read_summary
-from dropout_lab.results import INDEX_METRICS, FolderBusy, folder_lock, load_checkpoint
-from dropout_lab.runner import survey
-from dropout_lab.stacks import plan
-from dropout_lab.sweep import expand, load_sweep, select, shipped
+from dropout_lab.store.readback import read_metrics, read_sessions, read_summary
+from dropout_lab.store.results import INDEX_METRICS, FolderBusy, folder_lock, load_checkpoint
+from dropout_lab.sweeps import local, runner, stacks
+from dropout_lab.sweeps.runner import survey
+from dropout_lab.sweeps.stacks import plan
+from dropout_lab.sweeps.sweep import expand, load_sweep, select, shipped
 
 from conftest import ROOT, cli, curves, index, spawn, tree_bytes
 
@@ -627,9 +627,9 @@ def test_a_resume_point_of_a_3x1024_net_fits_in_25_mb(tmp_path):
     net, as the resume point holds them."""
     import torch
 
-    from dropout_lab import bench
     from dropout_lab.config import load
-    from dropout_lab.train import StackTrainer
+    from dropout_lab.speed import bench
+    from dropout_lab.training.train import StackTrainer
 
     tr = StackTrainer([load(None, ["model.hidden=[1024,1024,1024]", "optim.max_norm=2.0"])], bench.synthetic())
     tr.begin_epoch()

@@ -7,14 +7,14 @@ import pytest
 import torch
 from rich.console import Console
 
-from dropout_lab import data as data_mod
-from dropout_lab import train as train_mod
-from dropout_lab import watch
-from dropout_lab.local import execute
-from dropout_lab.results import env_info
-from dropout_lab.runner import survey
-from dropout_lab.stacks import estimate_seconds, plan
-from dropout_lab.sweep import load_sweep
+from dropout_lab.store.results import env_info
+from dropout_lab.sweeps import watch
+from dropout_lab.sweeps.local import execute
+from dropout_lab.sweeps.runner import survey
+from dropout_lab.sweeps.stacks import estimate_seconds, plan
+from dropout_lab.sweeps.sweep import load_sweep
+from dropout_lab.training import data as data_mod
+from dropout_lab.training import train as train_mod
 
 from conftest import ROOT, cli
 

@@ -37,11 +37,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import data as data_mod
-from .config import ConvConfig, to_yaml
-from .layers import keep_mask
-from .model import STREAM_INIT, STREAM_NOISE, STREAM_ORDER, derive_seed, generator
-from .results import atomic_write, env_info
+from ..config import ConvConfig, to_yaml
+from ..nets.layers import keep_mask
+from ..nets.model import STREAM_INIT, STREAM_NOISE, STREAM_ORDER, derive_seed, generator
+from ..store.results import atomic_write, env_info
+from ..training import data as data_mod
 
 KERNEL, PAD, POOL = 5, 2, 2
 # feature maps stored channels-last: oneDNN's convolutions and pooling skip a reorder each call (measured:
@@ -211,8 +211,8 @@ def summarise(cfg: ConvConfig, out: Path) -> dict:
 
 def experiment(cfg: ConvConfig, out: Path, command: str, log=print) -> dict:
     """Train every run not already in out/runs/, then write summary.json and the figures."""
+    from ..training.train import resolve_device
     from .conv_plots import draw
-    from .train import resolve_device
 
     device = resolve_device(cfg.device)
     for v, n, s in plan(cfg):  # a damaged finished run is refused before any work

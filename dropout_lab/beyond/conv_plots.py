@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import ConvConfig
-from .results import save_figure
+from ..config import ConvConfig
+from ..store.results import save_figure
 
 NAMES = {"none": "no dropout", "fc": "dropout on the fc layer", "conv_element": "+ conv layers, unit by unit",
          "conv_channel": "+ conv layers, whole feature maps"}

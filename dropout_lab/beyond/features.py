@@ -23,12 +23,12 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn  # noqa: E402
 
-from . import data as data_mod  # noqa: E402
-from .config import Config, ConfigError, load  # noqa: E402
-from .results import atomic_write, env_info, save_figure  # noqa: E402
-from .runner import check_sizes  # noqa: E402
-from .stacks import check_memory  # noqa: E402
-from .train import StackTrainer, pack, resolve_device  # noqa: E402
+from ..config import Config, ConfigError, load  # noqa: E402
+from ..store.results import atomic_write, env_info, save_figure  # noqa: E402
+from ..sweeps.runner import check_sizes  # noqa: E402
+from ..sweeps.stacks import check_memory  # noqa: E402
+from ..training import data as data_mod  # noqa: E402
+from ..training.train import StackTrainer, pack, resolve_device  # noqa: E402
 
 LOW = 0.1  # a unit whose mean activation over the test images is below this counts as near-silent
 BINS = 50  # bins of the histogram of all activations

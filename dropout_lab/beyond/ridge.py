@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .results import atomic_write, env_info, save_figure
+from ..store.results import atomic_write, env_info, save_figure
 
 SCALINGS = ("inverted", "weight")
 
@@ -176,7 +176,7 @@ def _plot(stats: list[dict], settings: dict, path: Path) -> None:
 
 def _runs(ds, settings: dict, seeds, x_test: torch.Tensor, y_test: torch.Tensor) -> list[dict]:
     """One row per (seed, method, q); the unregularised run once per seed (it has no q, written as 0)."""
-    from . import data as data_mod
+    from ..training import data as data_mod
 
     train_softmax(x_test[:500], y_test[:500], "dropout", 0.5, 0, 1)  # warm-up, so no run's seconds pay for it
     rows = []
@@ -199,7 +199,7 @@ def experiment(out: Path, quick: bool = False, seeds=(0, 1, 2), command: str = "
     (mean and std over seeds, settings, provenance) and ridge.png. The training subset is drawn per seed
     (data.split), so the std counts both the subset and the minibatch order/masks. Returns the summary.
     """
-    from . import data as data_mod
+    from ..training import data as data_mod
 
     out = Path(out)
     settings = {"dataset": "mnist", "n_train": 2000 if quick else 10_000, "epochs": 10 if quick else 30,

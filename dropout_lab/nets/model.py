@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .config import Config
+from ..config import Config
 from .layers import Dropout
 
 ACTIVATIONS = {"relu": torch.relu, "logistic": torch.sigmoid, "tanh": torch.tanh}

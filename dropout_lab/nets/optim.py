@@ -13,8 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import Config
 from . import kernel
-from .config import Config
 
 SCHEDULES = {"constant": 0, "exponential": 1, "inverse_t": 2}
 RULES = {"hinton": 0, "classical": 1, "deepnet": 2}

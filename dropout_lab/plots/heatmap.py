@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .sweep_index import (
+from ..store.sweep_index import (
     METRIC_TITLES,
     METRICS,
     categories,

@@ -22,11 +22,10 @@ import yaml  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from .config import yaml_load  # noqa: E402
-from .heatmap import plot_heatmap  # noqa: E402
-from .readback import read_metrics, run_dirs  # noqa: E402
-from .results import atomic_write  # noqa: E402
-from .sweep_index import (  # noqa: E402
+from ..config import yaml_load  # noqa: E402
+from ..store.readback import read_metrics, run_dirs  # noqa: E402
+from ..store.results import atomic_write  # noqa: E402
+from ..store.sweep_index import (  # noqa: E402
     METRICS,
     categories,
     get_key,
@@ -38,6 +37,7 @@ from .sweep_index import (  # noqa: E402
     swept_keys,
     value_label,
 )
+from .heatmap import plot_heatmap  # noqa: E402
 from .sweep_plot import CONTROL_COLOR, DROPOUT_COLORS, plot_sweep, save_plots  # noqa: E402
 
 MANY_LINES = 8  # above this many curves a legend entry per curve stops being readable

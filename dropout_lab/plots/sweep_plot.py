@@ -14,8 +14,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from .results import save_figure  # noqa: E402
-from .sweep_index import (  # noqa: E402
+from ..store.results import save_figure  # noqa: E402
+from ..store.sweep_index import (  # noqa: E402
     DROP_KEYS,
     METRIC_TITLES,
     METRICS,

@@ -14,10 +14,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..store.readback import RECENT
+from ..store.results import atomic_write
 from . import paper, verdicts
-from .readback import RECENT
 from .report_plots import plot_curves, plot_fig11, plot_table
-from .results import atomic_write
 from .verdicts import (
     Result,
     mc_results,
@@ -145,7 +145,7 @@ def conv_lines(folder: Path, base: Path) -> list[str]:
     summary, env_path = folder / "summary.json", folder / "env.json"
     if not summary.is_file():
         return []
-    from .conv_plots import NAMES
+    from ..beyond.conv_plots import NAMES
 
     d = json.loads(summary.read_text())
     env = json.loads(env_path.read_text()) if env_path.is_file() else {}

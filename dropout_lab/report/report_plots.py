@@ -8,9 +8,9 @@ from pathlib import Path
 
 import numpy as np
 
+from ..store.readback import Damaged, read_metrics
+from ..store.results import save_figure
 from . import paper
-from .readback import Damaged, read_metrics
-from .results import save_figure
 from .verdicts import Result, mc_results, stats
 
 

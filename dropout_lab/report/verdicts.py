@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..store.readback import Damaged, check_run, read_env, read_mc, read_progress, read_sessions, read_summary
+from ..store.results import EARLIER
+from ..store.sweep_index import is_sweep, read_index
 from . import paper
-from .readback import Damaged, check_run, read_env, read_mc, read_progress, read_sessions, read_summary
-from .results import EARLIER
-from .sweep_index import is_sweep, read_index
 
 # ----------------------------------------------------------------------------------------------
 # reading results

@@ -31,10 +31,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import kernel
-from .config import ConfigError, load
-from .data import Dataset
-from .optim import one_pass_ready
+from ..config import ConfigError, load
+from ..nets import kernel
+from ..nets.optim import one_pass_ready
+from ..nets.step import bf16_kernels, precision_error
+from ..store.results import atomic_write, cpu_kind, cpu_model, device_name, env_info
+from ..training.data import Dataset
+from ..training.train import StackTrainer
 from .peak import (
     BATCH,
     FLOOR_COUNTED,
@@ -47,9 +50,6 @@ from .peak import (
     published_peak,
 )
 from .peak import sync as _sync  # one name, so that a test can watch every sync
-from .results import atomic_write, cpu_kind, cpu_model, device_name, env_info
-from .step import bf16_kernels, precision_error
-from .train import StackTrainer
 
 MEMORY_MEASURED = ("CUDA: torch.cuda.max_memory_allocated during the trainer's construction and run, less "
                    "the memory allocated just before its construction (previous trainer freed, peak stats "
@@ -329,7 +329,7 @@ def check_args(arch: str, stack: str, steps: int, rounds: int, workers: int, pre
 
 def check_memory_for(sizes: list[int], k: int, workers: int, precision: str, device: torch.device) -> None:
     """The largest stack (and its side-by-side copies) must fit, as a sweep's would (stacks.check_memory)."""
-    from .stacks import budget, fits, free_bytes, gib, model_bytes
+    from ..sweeps.stacks import budget, fits, free_bytes, gib, model_bytes
 
     cfg = load(None, [f"model.hidden={sizes[1:-1]}", f"precision={precision}"])
     if fits(cfg, device, workers) < k:

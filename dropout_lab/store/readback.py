@@ -15,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from .config import yaml_load
+from ..config import yaml_load
 
 # max_norm_bound: the share of units whose incoming weight norm sits at c after the epoch (train.at_max_norm);
 # empty for a model without max-norm

@@ -37,8 +37,8 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
-from .config import Config, to_yaml
+from .. import __version__
+from ..config import Config, to_yaml
 from .readback import METRIC_COLUMNS, Damaged, read_env, read_metrics
 
 
@@ -84,7 +84,7 @@ def save_figure(fig, path: Path, dpi: int = 120) -> Path:
 
 
 def git_commit() -> str | None:
-    root = Path(__file__).resolve().parent.parent
+    root = Path(__file__).resolve().parents[2]  # dropout_lab/store/results.py -> the checkout
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
                              timeout=5).stdout.strip()
@@ -134,8 +134,8 @@ def device_name(device: torch.device, workers: int = 1) -> str:
 
 def precision_info(precision: str, device: torch.device) -> dict:
     """What env.json says of the arithmetic: the precision and, for bf16, which GEMM kernels ran it."""
-    from .kernel import why_not
-    from .step import bf16_kernels
+    from ..nets.kernel import why_not
+    from ..nets.step import bf16_kernels
 
     out = {"precision": precision}
     if precision == "bf16":

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .config import yaml_load
+from ..config import yaml_load
 from .readback import Damaged, read_env, read_summary, run_dirs
 
 METRICS = {"test_error": "final_test_error", "train_error": "final_train_error", "best_test_error": "best_test_error"}

@@ -15,11 +15,11 @@ from pathlib import Path
 import torch
 from rich.console import Console
 
-from . import data as data_mod
-from . import tables
-from .config import Config, ConfigError
-from .guard import check_destination, check_files, check_source, claim
-from .results import Session, command_line, env_info, folder_lock, write_index
+from .. import tables
+from ..config import Config, ConfigError
+from ..store.guard import check_destination, check_files, check_source, claim
+from ..store.results import Session, command_line, env_info, folder_lock, write_index
+from ..training import data as data_mod
 from .runner import FailFast, Run, survey
 from .stacks import absurd_length, check_memory, estimate_seconds, model_steps, plan
 from .sweep import Sweep, write_sweep_yaml
@@ -181,8 +181,8 @@ def train_run(sw: Sweep, root: Path, config: Path, device: torch.device, dataset
 def seed_pairs(root: Path, cfg: Config) -> list[tuple[int, float, float]]:
     """(seed, dropout's final test error, its control's) for every seed of this config completed in `root`,
     this invocation's and earlier ones' (`run --set seed=N` adds seeds to one folder)."""
-    from .config import validate, yaml_load
-    from .readback import Damaged, read_summary, run_dirs
+    from ..config import validate, yaml_load
+    from ..store.readback import Damaged, read_summary, run_dirs
 
     def unseeded(c: Config) -> str:
         return c.model_copy(update={"seed": 0}).run_id()

@@ -14,10 +14,10 @@ from pathlib import Path
 
 from rich.console import Console
 
-from . import data as data_mod
-from .config import ConfigError, validate
+from ..config import ConfigError, validate
+from ..store.results import env_info
+from ..training import data as data_mod
 from .local import record
-from .results import env_info
 from .runner import FailFast, Run, run_stack
 from .watch import Display, plan_meter
 
@@ -29,7 +29,7 @@ def _stack_task(cfgs: list[dict], dirs: list[str], progress: tuple[int, int], pr
     import ray
     import torch
 
-    from .train import resolve_device
+    from ..training.train import resolve_device
 
     device = resolve_device("cuda" if ray.get_gpu_ids() else "cpu")
     runs = [Run(validate(c), Path(d), progress=progress) for c, d in zip(cfgs, dirs)]

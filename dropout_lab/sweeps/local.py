@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 import torch
 from rich.console import Console
 
-from . import data as data_mod
-from .readback import read_summary
+from ..store.readback import read_summary
+from ..training import data as data_mod
 from .runner import FailFast, Run, Stop, run_stack
 from .watch import Display, plan_meter
 

@@ -19,11 +19,9 @@ from pathlib import Path
 
 import torch
 
-from . import data as data_mod
-from .config import Config, ConfigError
-from .evaluate import mc_evaluate
-from .readback import Damaged, check_run, read_env, read_metrics
-from .results import (
+from ..config import Config, ConfigError
+from ..store.readback import Damaged, check_run, read_env, read_metrics
+from ..store.results import (
     CHECKPOINT,
     EARLIER,
     RunWriter,
@@ -33,8 +31,10 @@ from .results import (
     remove_checkpoint,
     save_checkpoint,
 )
+from ..training import data as data_mod
+from ..training.evaluate import mc_evaluate
+from ..training.train import StackTrainer, train_stack
 from .scale import updates as run_updates
-from .train import StackTrainer, train_stack
 
 
 @dataclass

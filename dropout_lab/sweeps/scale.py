@@ -52,9 +52,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, replace
 
-from .config import Config
-from .data import TRAIN_POOL
-from .train import steps_per_epoch
+from ..config import Config
+from ..training.data import TRAIN_POOL
+from ..training.train import steps_per_epoch
 
 
 @dataclass(frozen=True)

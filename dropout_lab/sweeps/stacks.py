@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from . import data as data_mod
+from ..config import Config, ConfigError
+from ..training import data as data_mod
+from ..training.train import StackTrainer, pack, steps_per_epoch, structure_key
 from . import watch
-from .config import Config, ConfigError
 from .runner import Run
-from .train import StackTrainer, pack, steps_per_epoch, structure_key
 
 # ----------------------------------------------------------------------------------------------
 # planning: stacks of one structure and one resume point, capped by memory

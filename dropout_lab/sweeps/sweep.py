@@ -19,7 +19,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from .config import (
+from ..config import (
     SCALE_SUFFIXES,
     Config,
     ConfigError,
@@ -29,7 +29,7 @@ from .config import (
     validate,
     yaml_load,
 )
-from .results import write_if_changed
+from ..store.results import write_if_changed
 from .scale import SCALES
 from .scale import apply as apply_scale
 
@@ -278,7 +278,7 @@ def select(sw: Sweep, only_args: Sequence[str]) -> list[bool]:
 def load_sweep(path: str | Path, overrides: list[str] = (), grid_args: list[str] = (),
                use_sweep: bool = True, scale: str = "full") -> Sweep:
     """use_sweep=False: the config alone (and its control), as `dropout-lab run` trains it."""
-    from .config import read_yaml
+    from ..config import read_yaml
 
     raw = read_yaml(path)
     keys = []

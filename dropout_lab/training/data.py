@@ -233,7 +233,7 @@ def fetch(from_dir: Path | None = None, directory: Path | None = None, digests: 
     """
     path = (directory or cache_dir()) / CACHE_FILE
     if not path.is_file():  # a cache that cannot be written is said before the download, not after it
-        from .guard import check_destination
+        from ..store.guard import check_destination
 
         try:
             check_destination(path.parent, "the MNIST cache ($DROPOUT_LAB_DATA)")

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .model import derive_seed, generator
+from ..nets.model import derive_seed, generator
 
 STREAM_MC = 4  # a random stream of its own: MC masks never shift the training masks
 ECE_BINS = 15

@@ -14,11 +14,10 @@ from collections.abc import Callable, Iterator, Sequence
 import torch
 import torch.nn.functional as F
 
-from . import step as fused
-from .config import Config
-from .data import Dataset, split
-from .model import STREAM_ORDER, StackedMLP, derive_seed, generator
-from .optim import (
+from ..config import Config
+from ..nets import step as fused
+from ..nets.model import STREAM_ORDER, StackedMLP, derive_seed, generator
+from ..nets.optim import (
     Hyper,
     adam_update_,
     at_max_norm,
@@ -28,7 +27,8 @@ from .optim import (
     one_pass_ready,
     sgd_update_,
 )
-from .results import CHECKPOINT_FORMAT
+from ..store.results import CHECKPOINT_FORMAT
+from .data import Dataset, split
 
 
 def resolve_device(name: str) -> torch.device:
