@@ -31,7 +31,7 @@ MAX_P = 0.999  # the largest drop probability a config may ask for (the paper's 
 
 
 class DropoutConfig(_Strict):
-    kind: Literal["none", "bernoulli", "gaussian"] = "bernoulli"
+    kind: Literal["none", "bernoulli", "gaussian"] = "bernoulli"  # gaussian: r ~ N(1, p/(1-p)), paper section 10
     p_input: float = 0.2  # drop probability of input pixels (paper: retention 0.8)
     p_hidden: float = 0.5  # drop probability of hidden units (paper: retention 0.5)
     # inverted: scale kept units by 1/(1-p) in training, identity at test.
@@ -52,7 +52,7 @@ class DropoutConfig(_Strict):
 
 class ModelConfig(_Strict):
     hidden: list[int] = Field(default_factory=lambda: [1024, 1024])  # hidden widths, input to output
-    activation: Literal["relu", "logistic", "tanh"] = "relu"
+    activation: Literal["relu", "logistic", "tanh"] = "relu"  # the hidden units' nonlinearity
     # fixed: n units per hidden layer; scaled: round(n / (1 - p_hidden)), the paper's rule that a
     # dropout net needs n/(1-p) units to keep n of them on average (section 7.3, Figure 9b).
     width_rule: Literal["fixed", "scaled"] = "fixed"
@@ -90,7 +90,7 @@ class ModelConfig(_Strict):
 
 
 class DataConfig(_Strict):
-    dataset: Literal["mnist", "spiral"] = "mnist"
+    dataset: Literal["mnist", "spiral"] = "mnist"  # MNIST (verified by checksum), or a 2-D spiral for tests
     # examples trained on: a stratified random subset of the training set, drawn from the run's seed
     # (paper Figure 10); null = all of it (60,000 for MNIST, less validation_size)
     train_size: int | None = Field(default=None, gt=0)
@@ -98,7 +98,7 @@ class DataConfig(_Strict):
 
 
 class OptimConfig(_Strict):
-    name: Literal["sgd", "adam"] = "sgd"
+    name: Literal["sgd", "adam"] = "sgd"  # the optimiser
     epochs: int = Field(default=20, gt=0)  # passes over the training set
     batch_size: int = Field(default=100, gt=0)  # examples per weight update
     lr: float = Field(default=0.1, gt=0)  # epsilon_0
@@ -112,9 +112,9 @@ class OptimConfig(_Strict):
     #                GetMomentumAndEpsilon: T is its momentum_change_steps, here in epochs)
     # with t the epochs done before the update; T = 0 means m = end from the first update
     momentum_start: float = Field(default=0.5, ge=0, lt=1)
-    momentum_end: float = Field(default=0.99, ge=0, lt=1)
-    momentum_ramp_epochs: float = Field(default=500, ge=0)
-    momentum_schedule: Literal["linear", "exponential"] = "linear"
+    momentum_end: float = Field(default=0.99, ge=0, lt=1)  # the final momentum (see momentum_start)
+    momentum_ramp_epochs: float = Field(default=500, ge=0)  # T, in epochs (see momentum_start)
+    momentum_schedule: Literal["linear", "exponential"] = "linear"  # the approach (see momentum_start)
     # hinton:    dw <- m*dw - (1-m)*lr*g;  w <- w + dw  (the 2012 arXiv rule; steady-state step lr*g)
     # classical: dw <- m*dw - lr*g;        w <- w + dw  (steady-state step lr*g/(1-m))
     # deepnet:   D  <- m*D + g;            w <- w - lr*D (the authors' code, deepnet parameter.py Update:
@@ -135,8 +135,8 @@ class OptimConfig(_Strict):
     kl_sparsity: float = Field(default=0.0, ge=0)
     kl_target: float = Field(default=0.05, gt=0, lt=1)  # rho: the wanted mean activation of a hidden unit
     adam_beta1: float = Field(default=0.9, ge=0, lt=1)  # used only by name: adam
-    adam_beta2: float = Field(default=0.999, ge=0, lt=1)
-    adam_eps: float = Field(default=1e-8, gt=0)
+    adam_beta2: float = Field(default=0.999, ge=0, lt=1)  # Adam's second-moment decay
+    adam_eps: float = Field(default=1e-8, gt=0)  # Adam's epsilon
 
     @field_validator("max_norm")
     @classmethod
@@ -292,7 +292,7 @@ class ConvNetConfig(_Strict):
 class ConvConfig(_Strict):
     """`dropout-lab beyond conv`: does dropout help on convolutional layers (beyond.conv)."""
 
-    name: str = "conv"
+    name: str = "conv"  # results go to results/beyond/<name>/ (unless --out)
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])  # each variant and size once per seed
     train_sizes: list[int] = Field(default_factory=lambda: [1000, 5000])  # stratified MNIST subsets
     # none: no dropout; fc: on the fully connected layer only; conv_element: also on every conv layer's
@@ -304,12 +304,12 @@ class ConvConfig(_Strict):
     conv_keep: list[float] = Field(default_factory=lambda: [0.9, 0.75])  # retention after each conv layer
     fc_keep: float = Field(default=0.5, gt=0, le=1)  # retention of the fully connected layer's units
     updates: int = Field(default=3000, gt=0)  # weight updates per run, whatever the training set's size
-    batch_size: int = Field(default=100, gt=0)
+    batch_size: int = Field(default=100, gt=0)  # examples per weight update
     lr: float = Field(default=0.01, gt=0)  # eps of the deepnet rule D <- m D + g, w <- w - eps D
-    momentum: float = Field(default=0.9, ge=0, lt=1)
+    momentum: float = Field(default=0.9, ge=0, lt=1)  # m of the deepnet rule, constant
     max_norm: float | None = 4.0  # c on every unit's incoming weights (a conv filter is one unit); null: off
     eval_every: int = Field(default=500, gt=0)  # updates between test passes (and one at the end)
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: cuda if available, else cpu
 
     @field_validator("name")
     @classmethod

@@ -9,7 +9,7 @@ import pytest
 
 PKG = Path(__file__).resolve().parent.parent / "dropout_lab"
 # bottom to top: a module may import its own layer and the layers before it, never one after
-LAYERS = [("config", "tables"), ("nets",), ("store",), ("training",), ("sweeps",), ("plots",), ("beyond",),
+LAYERS = [("config", "tables", "reference"), ("nets",), ("store",), ("training",), ("sweeps",), ("plots",), ("beyond",),
           ("report",), ("speed",), ("cli", "__main__", "__init__")]
 
 
