@@ -1,5 +1,5 @@
 """A stack trained and evaluated on verified data.
 
-data (MNIST fetched and checked, subsets), train (the training loop of a stack, its checkpoint state),
-evaluate (Monte-Carlo averaging, calibration). May import config, nets and store.
+data (MNIST fetched and checked, subsets), train (the training loop of a stack), stack_state (one model's
+checkpoint state), evaluate (clean test passes, Monte-Carlo averaging, calibration). May import config, nets and store.
 """

@@ -122,3 +122,34 @@ def mc_evaluate(trainer, ks: Sequence[int], repeats: int, seeds: Sequence[int]) 
             "repeats": repeats,
         })
     return out
+
+
+class CleanEvaluation:
+    """The clean test passes of train.StackTrainer (they read its model, K and device): a part of it, written
+    apart."""
+
+    @torch.no_grad()
+    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Clean pass (dropout off, weight scaling on where chosen): (loss, error), each (K,).
+
+        x is (N, D) shared by all models or (K, N, D); chunked so K x chunk x width stays small.
+        """
+        self.model.eval()
+        n = x.shape[-2]
+        chunk = max(256, min(n, (1 << 24) // (self.K * max(self.model.sizes))))
+        loss = torch.zeros(self.K, device=self.device)
+        wrong = torch.zeros(self.K, device=self.device)
+        for i in range(0, n, chunk):
+            xs, ys = x[..., i:i + chunk, :], y[..., i:i + chunk]
+            logits = self.model(xs)
+            ys = ys.expand(self.K, -1) if ys.dim() == 1 else ys
+            loss += F.cross_entropy(logits.transpose(1, 2), ys, reduction="none").sum(dim=1)
+            wrong += (logits.argmax(dim=-1) != ys).sum(dim=1)
+        return loss / n, wrong / n
+
+    def epoch_metrics(self) -> dict[str, torch.Tensor]:
+        test_loss, test_error = self.evaluate(self.x_test, self.y_test)
+        out = {"test_loss": test_loss, "test_error": test_error}
+        if self.y_val.shape[1]:
+            _, out["val_error"] = self.evaluate(self.x_val, self.y_val)
+        return out

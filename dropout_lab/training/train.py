@@ -12,7 +12,6 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
-import torch.nn.functional as F
 
 from ..config import Config
 from ..nets import step as fused
@@ -27,8 +26,9 @@ from ..nets.optim import (
     one_pass_ready,
     sgd_update_,
 )
-from ..store.results import CHECKPOINT_FORMAT
 from .data import Dataset, split
+from .evaluate import CleanEvaluation
+from .stack_state import CheckpointState
 
 
 def resolve_device(name: str) -> torch.device:
@@ -82,8 +82,11 @@ def steps_per_epoch(n_train: int, batch: int) -> int:
 # the stack trainer
 
 
-class StackTrainer:
-    """K models of one structure, their optimiser state and data order, stepped together."""
+class StackTrainer(CheckpointState, CleanEvaluation):
+    """K models of one structure, their optimiser state and data order, stepped together.
+
+    Its checkpoint state (stack_state.CheckpointState) and its clean test passes (evaluate.CleanEvaluation)
+    are written apart; this class holds the data order, the step and the epoch."""
 
     def __init__(self, cfgs: Sequence[Config], data: Dataset, device: torch.device | str = "cpu"):
         keys = {structure_key(c)[:-1] for c in cfgs}
@@ -185,67 +188,6 @@ class StackTrainer:
         while self.s < self.steps_per_epoch:
             self.train_step()
         return self.end_epoch()
-
-    # ----- checkpoints: one model's slice of everything that decides its future numbers -----
-    def _generators(self, k: int) -> list[torch.Generator]:
-        return [self.order_gens[k], *(d.generators[k] for d in [self.model.drop_in, *self.model.drops])]
-
-    def _optim_tensors(self) -> list[torch.Tensor]:
-        return [t for st in self.state for t in (st if isinstance(st, tuple) else (st,))]
-
-    def model_state(self, k: int) -> dict:
-        cpu = lambda t: t[k].detach().to("cpu", copy=True)  # noqa: E731
-        flat = self._optim_tensors()
-        return {"format": CHECKPOINT_FORMAT, "epoch": self.epoch, "step": self.step, "s": self.s,
-                "params": [cpu(p) for p in self.params], "optim": [cpu(t) for t in flat],
-                "rng": [g.get_state() for g in self._generators(k)],
-                "order": None if self.order is None else cpu(self.order),
-                "loss_sum": cpu(self.loss_sum), "wrong": cpu(self.wrong)}
-
-    @torch.no_grad()
-    def load_model_state(self, k: int, st: dict) -> None:
-        if (st["epoch"], st["step"], st["s"]) != (self.epoch, self.step, self.s) and k > 0:
-            raise ValueError("models of one stack must resume from the same step")
-        self.epoch, self.step, self.s = st["epoch"], st["step"], st["s"]
-        flat = self._optim_tensors()
-        sign = -1.0 if st.get("format") == 2 and self.optimizer == "sgd" else 1.0  # format 2 held v = -D
-        for dst, src in zip(self.params, st["params"]):
-            dst[k].copy_(src)
-        for dst, src in zip(flat, st["optim"]):
-            dst[k].copy_(src).mul_(sign)
-        for g, state in zip(self._generators(k), st["rng"]):
-            g.set_state(state)
-        if st["order"] is not None:
-            if self.order is None:
-                self.order = torch.zeros(self.K, self.n_train, dtype=torch.long, device=self.device)
-            self.order[k] = st["order"]
-        self.loss_sum[k], self.wrong[k] = st["loss_sum"], st["wrong"]
-
-    @torch.no_grad()
-    def evaluate(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Clean pass (dropout off, weight scaling on where chosen): (loss, error), each (K,).
-
-        x is (N, D) shared by all models or (K, N, D); chunked so K x chunk x width stays small.
-        """
-        self.model.eval()
-        n = x.shape[-2]
-        chunk = max(256, min(n, (1 << 24) // (self.K * max(self.model.sizes))))
-        loss = torch.zeros(self.K, device=self.device)
-        wrong = torch.zeros(self.K, device=self.device)
-        for i in range(0, n, chunk):
-            xs, ys = x[..., i:i + chunk, :], y[..., i:i + chunk]
-            logits = self.model(xs)
-            ys = ys.expand(self.K, -1) if ys.dim() == 1 else ys
-            loss += F.cross_entropy(logits.transpose(1, 2), ys, reduction="none").sum(dim=1)
-            wrong += (logits.argmax(dim=-1) != ys).sum(dim=1)
-        return loss / n, wrong / n
-
-    def epoch_metrics(self) -> dict[str, torch.Tensor]:
-        test_loss, test_error = self.evaluate(self.x_test, self.y_test)
-        out = {"test_loss": test_loss, "test_error": test_error}
-        if self.y_val.shape[1]:
-            _, out["val_error"] = self.evaluate(self.x_val, self.y_val)
-        return out
 
 
 def train_stack(cfgs: Sequence[Config], data: Dataset, device="cpu", states: Sequence[dict | None] | None = None,
