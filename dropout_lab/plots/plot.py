@@ -22,7 +22,7 @@ import yaml  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator  # noqa: E402
 
-from ..config import yaml_load  # noqa: E402
+from ..config import RESERVED_NAMES, yaml_load  # noqa: E402
 from ..store.readback import read_metrics, run_dirs  # noqa: E402
 from ..store.results import atomic_write  # noqa: E402
 from ..store.sweep_index import (  # noqa: E402
@@ -58,7 +58,8 @@ def choose_folders(results: list[Path], x: str | None, y: str | None) -> tuple[l
             raise ValueError(f"results folder '{folder}' has no runs")
     if results:
         return results, []
-    found = sorted(p for p in Path("results").glob("*") if p.is_dir() and run_dirs(p))
+    # the project's own folders (report/, bench/, beyond/) hold no runs of a config, whatever files they have
+    found = sorted(p for p in Path("results").glob("*") if p.is_dir() and p.name not in RESERVED_NAMES and run_dirs(p))
     if not found:
         raise ValueError("no results folders to plot "
                          "(run `dropout-lab run CONFIG` or `dropout-lab sweep CONFIG` first)")
