@@ -97,6 +97,13 @@ class DataConfig(_Strict):
     validation_size: int = Field(default=0, ge=0)  # examples held out of training for val_error
 
 
+def _max_norm_c(c: float | None) -> float | None:
+    """max_norm's one rule, in every schema that has the key."""
+    if c is not None and c <= 0:
+        raise ValueError("must be > 0, or null for no max-norm constraint")
+    return c
+
+
 class OptimConfig(_Strict):
     name: Literal["sgd", "adam"] = "sgd"  # the optimiser
     epochs: int = Field(default=20, gt=0)  # passes over the training set
@@ -138,12 +145,7 @@ class OptimConfig(_Strict):
     adam_beta2: float = Field(default=0.999, ge=0, lt=1)  # Adam's second-moment decay
     adam_eps: float = Field(default=1e-8, gt=0)  # Adam's epsilon
 
-    @field_validator("max_norm")
-    @classmethod
-    def _positive_c(cls, c: float | None) -> float | None:
-        if c is not None and c <= 0:
-            raise ValueError("must be > 0, or null for no max-norm constraint")
-        return c
+    _positive_c = field_validator("max_norm")(_max_norm_c)
 
 
 class EvalConfig(_Strict):
@@ -346,12 +348,7 @@ class ConvConfig(_Strict):
             raise ValueError("must be in (0, 1]: the probability of keeping a unit")
         return keeps
 
-    @field_validator("max_norm")
-    @classmethod
-    def _c(cls, c: float | None) -> float | None:
-        if c is not None and c <= 0:
-            raise ValueError("must be > 0, or null for no max-norm constraint")
-        return c
+    _positive_c = field_validator("max_norm")(_max_norm_c)
 
     def model_post_init(self, _context) -> None:
         if len(self.conv_keep) != len(self.net.channels):

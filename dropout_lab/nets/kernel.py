@@ -110,6 +110,11 @@ def why_not() -> str | None:
     return _why_not
 
 
+def describe() -> str:
+    """What does the deepnet rule's CPU update here, for provenance (env.json) and the bench's JSON."""
+    return "one pass (update.c)" if why_not() is None else f"torch ops ({why_not()})"
+
+
 def sgd_rows_(params: Sequence[torch.Tensor], buffers: Sequence[torch.Tensor], grads: Sequence[torch.Tensor],
               is_weight: Sequence[bool], lows: Sequence[torch.Tensor | None], lr: Sequence[float],
               m: Sequence[float], wd: Sequence[float], c: Sequence[float], on: Sequence[bool] | None = None) -> None:

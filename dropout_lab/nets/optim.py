@@ -51,6 +51,7 @@ class Hyper:
     # per model: its SGD update can be torch's fused CPU kernel (the deepnet rule, no L1), and its L2 factor
     fusable: tuple[bool, ...] = ()
     weight_decays: tuple[float, ...] = ()
+    max_norms: tuple[float, ...] = ()  # per model: c as float32 rounds it, inf = off (the one-pass update's)
 
     @classmethod
     def from_configs(cls, cfgs: Sequence[Config], device) -> Hyper:
@@ -87,6 +88,8 @@ class Hyper:
             any_kl=any(x.kl_sparsity > 0 for x in o),
             fusable=tuple(x.momentum_rule == "deepnet" and x.l1 == 0 for x in o),
             weight_decays=tuple(float(torch.tensor(x.weight_decay, dtype=torch.float32)) for x in o),
+            max_norms=tuple(math.inf if x.max_norm is None else float(torch.tensor(x.max_norm, dtype=torch.float32))
+                            for x in o),
         )
 
 
@@ -212,9 +215,8 @@ def sgd_update_(params, buffers, grads, is_weight, lr, m, h: Hyper, live, step: 
     done = []
     if any(fused):
         if one_pass:
-            c = h.max_norm.flatten().tolist() if h.any_max_norm else [math.inf] * K
             kernel.sgd_rows_(params, buffers, grads, is_weight, [*(lows or []), *[None] * len(params)],
-                             lr.flatten().tolist(), m.flatten().tolist(), h.weight_decays, c,
+                             lr.flatten().tolist(), m.flatten().tolist(), h.weight_decays, h.max_norms,
                              None if all(fused) else fused)
         else:
             _fused_(params, buffers, grads, is_weight, lr, m, h, [k for k in range(K) if fused[k]])

@@ -33,7 +33,6 @@ from torch import nn
 
 from ..config import ConfigError, load
 from ..nets import kernel
-from ..nets.optim import one_pass_ready
 from ..nets.step import bf16_kernels, precision_error
 from ..store.results import atomic_write, cpu_kind, cpu_model, device_name, env_info
 from ..training.data import Dataset
@@ -399,8 +398,8 @@ def benchmark(arch: str, stacks: Sequence[int], device: torch.device, steps: int
         "batch": BATCH,
         "precision": precision,  # of the stacks; both baselines run in fp32
         "gemm_kernels": kernels,  # fp32 | tf32 | native (bf16) | emulated (bf16 as fp32 GEMMs, step.py)
-        "update": ("one pass (update.c)" if one_pass_ready(device)
-                   else f"torch ops ({kernel.why_not() or 'not on this device'})"),  # the stacks' update: kernel.py
+        # the stacks' update (kernel.py): update.c on a CPU where it builds, else torch ops
+        "update": kernel.describe() if device.type == "cpu" else "torch ops (not a CPU)",
         "steps_timed": steps,
         "warmup_steps": warmup,
         "rounds": rounds,  # each trainer's figures: its median round (round_seconds has them all)

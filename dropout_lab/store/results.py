@@ -134,14 +134,14 @@ def device_name(device: torch.device, workers: int = 1) -> str:
 
 def precision_info(precision: str, device: torch.device) -> dict:
     """What env.json says of the arithmetic: the precision and, for bf16, which GEMM kernels ran it."""
-    from ..nets.kernel import why_not
+    from ..nets.kernel import describe
     from ..nets.step import bf16_kernels
 
     out = {"precision": precision}
     if precision == "bf16":
         out["bf16_gemm"] = bf16_kernels(device)  # native | emulated (step.py says what each means)
     if device.type == "cpu":  # the deepnet rule's update: update.c, or torch ops (max-norm's last bit differs)
-        out["cpu_update"] = "one pass (update.c)" if why_not() is None else f"torch ops ({why_not()})"
+        out["cpu_update"] = describe()
     return out
 
 
