@@ -389,6 +389,9 @@ def test_full_table2_rows_show_wall_time_and_the_curves_of_a_row_that_misses(tmp
     folder = _fake_sweep(tmp_path / "res", "table2", rows, ["label"], "full")
     for i, r in enumerate(rows):
         _run_folder(folder, f"r{i}", [0.03, 0.02, r["final_test_error"]])
+        env = {"device_name": "cpu (A)", "resumed": [{"device_name": "cpu (B)"}]} if r["label"] == near \
+            else {"device_name": "cpu (C)"}
+        (folder / f"r{i}" / "env.json").write_text(json.dumps(env))
     quick = [{"label": near, "seed": s, "dropout": True, "final_test_error": 0.05} for s in range(3)]
     _fake_sweep(tmp_path / "res", "table2", quick, ["label"], "quick")
     t10 = [{"label": lab, "seed": s, "dropout": True, "final_test_error": 0.012} for s in range(3)
@@ -400,6 +403,9 @@ def test_full_table2_rows_show_wall_time_and_the_curves_of_a_row_that_misses(tmp
     text = out.read_text()
     assert f"| {near} | 1.06 | 1.07 ± 0.00 (n=3) | +0.01 | — | full | 2,000 |" in text
     assert "| 2.0 h |" in text
+    # each row names its own machines, every sitting of a resumed run included, and no other row's
+    assert f"| {near} | 1.06 | 1.07 ± 0.00 (n=3) | +0.01 | — | full | 2,000 | fp32 | cpu (A), cpu (B) | 2.0 h |" in text
+    assert "| fp32 | cpu (C) | 2.0 h |" in text
     assert f"Rows more than 0.10 points from the paper: {far}." in text
     assert (tmp_path / "report" / "table2-full-curves.png").stat().st_size > 5_000
     # the headline: the full-scale rows that ran (no 'not run' rows), then the claims at the medium scale

@@ -302,6 +302,14 @@ def test_dry_run_trains_nothing(tmp_path):
     assert not list((tmp_path / "res").glob("tiny/*/metrics.csv"))
 
 
+def test_dry_run_times_a_training_set_of_one_batch(tmp_path):
+    """Figure 10's 100 images are one step an epoch: the plan's timing steps run across epochs."""
+    path = write_config(tmp_path, {"grid": {"optim.lr": [0.1, 0.3]}}, data={"dataset": "spiral", "train_size": 100})
+    r = cli("sweep", path, "--out", tmp_path / "res", "--dry-run", "--workers", "1")
+    assert r.returncode == 0, r.stderr
+    assert "model-steps left" in r.stdout and "Traceback" not in r.stderr
+
+
 class StopAfter(runner.Stop):
     """A Ctrl-C that arrives after `steps` training steps, without a signal."""
 

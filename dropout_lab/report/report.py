@@ -71,7 +71,7 @@ def table(t: paper.Table, res: Result, ran_only: bool = False) -> list[str]:
             steps = sorted({int(r.get("steps_completed") or 0) for r in runs})
             wall = np.mean([r.get("wall_seconds") or 0.0 for r in runs])
             lines.append(f"| {row.label} | {ref} | {pm(m, s, n)} | {m - row.error:+.2f} | {at_c(runs)} | {res.scale} | "
-                         f"{'/'.join(f'{x:,}' for x in steps)} | {precision} | {', '.join(res.devices)} | "
+                         f"{'/'.join(f'{x:,}' for x in steps)} | {precision} | {', '.join(res.devices_of(runs))} | "
                          f"{hours(wall)} |")
         for precision in halted:  # a stopped run's curve so far: its last test passes, never a final result
             runs = sorted(stopped[(row.label, precision)], key=lambda r: str(r.get("seed")))
@@ -80,8 +80,8 @@ def table(t: paper.Table, res: Result, ran_only: bool = False) -> list[str]:
             lines.append(f"| {row.label} | {ref} | **stopped**: {pm(m, s, n)}, each seed's mean of its last "
                          f"{min(r['recent_passes'] for r in runs)} test passes | {m - row.error:+.2f} | {at_c(runs)} | "
                          f"{res.scale} | {'/'.join(format(r['steps_completed'], ',') for r in runs)} of "
-                         f"{runs[0]['planned_steps']:,} | {precision} | {', '.join(res.devices)} | {hours(wall)} "
-                         "so far |")
+                         f"{runs[0]['planned_steps']:,} | {precision} | {', '.join(res.devices_of(runs))} | "
+                         f"{hours(wall)} so far |")
     return lines
 
 

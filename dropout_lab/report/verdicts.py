@@ -57,7 +57,7 @@ class Result:
                                      else d.name, "status": (summary or {}).get("status", "stopped"), **progress})
         self.scale = (self.meta.get("base") or {}).get("scale", "full")
         self.key = self.meta.get("name", folder.name).removesuffix(f"-{self.scale}")
-        envs = []
+        envs, self.env_of = [], {}  # env_of: run_id -> that run's env.json
         for p in sorted(folder.glob("*/env.json")):
             try:
                 envs.append(read_env(p.parent))
@@ -65,6 +65,7 @@ class Result:
                 self.warnings.append(f"{e}: its provenance is shown as unknown (?); run the sweep again to "
                                      "retrain that run and record it anew")
                 envs.append({})
+            self.env_of[p.parent.name] = envs[-1]
         self.devices = sorted({e.get("device_name", "?") for e in envs})
         self.precisions = sorted({precision_of(r) for r in [*self.rows, *self.stopped]})
         self.commits = sorted({short_commit(e.get("git_commit")) for e in envs})
@@ -80,6 +81,12 @@ class Result:
                 continue
             if m is not None:
                 self.mcs.append(m)
+
+    def devices_of(self, runs: list[dict]) -> list[str]:
+        """The devices these runs trained on, every sitting of a resumed run included: a row of the report
+        names its own machines, never those of the folder's other rows."""
+        envs = [self.env_of.get(str(r.get("run_id")), {}) for r in runs]
+        return sorted({s.get("device_name", "?") for e in envs for s in [e, *(e.get("resumed") or [])]})
 
     def by(self, key, stopped: bool = False) -> dict:
         """The finished runs grouped by key(row); stopped=True: the stopped runs instead."""
@@ -172,7 +179,8 @@ def stats(rows: list[dict], column: str = "final_test_error") -> tuple[float, fl
 
 
 def pm(m: float, s: float, n: int) -> str:
-    return f"{m:.2f} ± {s:.2f} (n={n})"
+    """mean ± sample std (n); one seed has no spread to show, and a '± 0.00' would claim one."""
+    return f"{m:.2f} ± {s:.2f} (n={n})" if n > 1 else f"{m:.2f} (n=1)"
 
 
 def retention(r: dict) -> float:

@@ -201,18 +201,22 @@ def _probe(cfg: Config, data: data_mod.Dataset, device: torch.device, k: int, st
     machine's, so that the plan's seconds are a sum."""
     trainers = [StackTrainer([cfg.model_copy(update={"seed": s}) for s in range(k)], data, device)
                 for _ in range(side_by_side)]
-    n = max(1, min(steps, trainers[0].steps_per_epoch - 2))
+    n = steps
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     x, y = trainers[0].x_test[:PROBE_IMAGES], trainers[0].y_test[:PROBE_IMAGES]
 
-    def train(tr: StackTrainer) -> None:
-        tr.begin_epoch()
-        tr.train_step()  # warm-up: allocation, kernel choice
+    def step(tr: StackTrainer) -> None:
+        if tr.order is None or tr.s >= tr.steps_per_epoch:  # a set of 100 images is one step an epoch
+            tr.begin_epoch()
         tr.train_step()
+
+    def train(tr: StackTrainer) -> None:
+        step(tr)  # warm-up: allocation, kernel choice
+        step(tr)
 
     def timed(tr: StackTrainer) -> None:
         for _ in range(n):
-            tr.train_step()
+            step(tr)
 
     def evaluate(tr: StackTrainer) -> None:
         tr.evaluate(x, y)
