@@ -2,6 +2,7 @@
 
 import csv
 import json
+import math
 import re
 from pathlib import Path
 
@@ -576,3 +577,73 @@ def test_fig4_clusters_apart_beyond_the_seed_noise(tmp_path):
     assert _v(tmp_path, "fig4", "b", fig4({**drop, (2048, 2048): 1.9}, ctrl, 0.02), keys)[0] is False  # overlap
     ok, why = _v(tmp_path, "fig4", "c", fig4(drop, ctrl, 0.6), keys)  # apart in the means, not beyond noise
     assert ok == verdicts.UNRESOLVED and "beyond twice its standard error" in why
+
+
+def _grid_sweep(root: Path, name: str, points: list[tuple[dict, str, list[float]]], n_val: int = 10_000) -> Path:
+    """A tuning sweep: each point (its index cells, its status, its validation errors pass by pass)."""
+    folder = root / name
+    folder.mkdir(parents=True)
+    keys = sorted({k for cells, _, _ in points for k in cells})
+    (folder / "sweep.yaml").write_text(yaml.safe_dump({"name": name, "keys": keys, "config": "configs/paper/x.yaml",
+                                                       "base": {"scale": "medium",
+                                                                "data": {"validation_size": n_val}}}))
+    with open(folder / "index.csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=["run_id", "status", *keys, "seed"])
+        w.writeheader()
+        for i, (cells, status, vals) in enumerate(points):
+            w.writerow({"run_id": f"g{i}", "status": status, "seed": 0, **cells})
+            d = folder / f"g{i}"
+            d.mkdir()
+            rows = ["epoch,step,lr,momentum,train_loss,train_error,test_loss,test_error,val_error,max_norm_bound,"
+                    "seconds"]
+            rows += [f"{j + 1},{j + 1},1,0.5,0.1,0.01,0.1,0.02,{v},,{j + 1}" for j, v in enumerate(vals)]
+            (d / "metrics.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_a_choice_made_on_validation_is_the_lowest_final_validation_error(tmp_path):
+    from dropout_lab.report import tuning
+    nan = float("nan")
+    points = [({"data.train_size": 100, "optim.lr": 1.0, "optim.max_norm": ""}, "diverged", [0.5, nan]),  # first
+              ({"data.train_size": 100, "optim.lr": 0.1, "optim.max_norm": 3.0}, "completed", [0.30, 0.20]),
+              # the lowest pass along the way is not the pick: the error at the end of the run is
+              ({"data.train_size": 100, "optim.lr": 1.0, "optim.max_norm": 3.0}, "completed", [0.10, 0.25]),
+              ({"data.train_size": 500, "optim.lr": 0.1, "optim.max_norm": 3.0}, "completed", [0.09]),
+              ({"data.train_size": 500, "optim.lr": 1.0, "optim.max_norm": ""}, "completed", [0.08]),
+              ({"data.train_size": 500, "optim.lr": 0.3, "optim.max_norm": ""}, "new", [])]
+    folder = _grid_sweep(tmp_path / "res", "fig10_controls-medium", points)
+    p = tuning.read(folder, tuning.TUNED["fig10_controls-medium"])
+    assert p.pick((100,)) == (0.1, 3.0) and p.pick((500,)) == (1.0, None)
+    assert math.isnan(p.table[(100,)][(1.0, None)]) and (0.3, None) not in p.table[(500,)]
+    text = "\n".join(tuning.lines([p]))
+    assert "| 100 | **20.00** | 25.00 | diverged | 0.1 / c = 3 | 0.80 |" in text
+    assert "| 500 | 9.00 | — | **8.00** | 1 / off |" in text
+    r = cli("report", tmp_path / "res", "--out", tmp_path / "REPORT.md")
+    assert r.returncode == 0, r.stderr
+    assert "| 500 | 9.00 | — | **8.00** | 1 / off |" in (tmp_path / "REPORT.md").read_text()
+
+
+@pytest.mark.parametrize("name", ["table2-plain-lr", "fig10_controls-medium"])
+def test_the_configs_train_with_the_picks_of_their_committed_tuning_sweeps(name):
+    """A config that names a tuning sweep as the source of its values holds that sweep's picks."""
+    from dropout_lab.report import tuning
+    folder = ROOT / "results" / name
+    if not (folder / "index.csv").is_file():
+        pytest.skip(f"results/{name} is not committed")
+    t = tuning.TUNED[name]
+    p = tuning.read(folder, t)
+    assert p.table, f"results/{name} has no finished grid point"
+    sw = load_sweep(ROOT / t.config)
+    controls = [c for c in sw.runs if not c.has_dropout]  # the runs the picks are for: those without dropout
+    for group in p.table:
+        runs = [c for c in controls if all(_get(c, k) == v for k, v in zip(t.group, group))]
+        assert runs, f"{t.config} trains no control at {group}"
+        for c in runs:
+            assert tuple(_get(c, k) for k in t.choices) == p.pick(group), (group, c.run_id())
+
+
+def _get(cfg, dotted: str):
+    node = cfg
+    for part in dotted.split("."):
+        node = getattr(node, part)
+    return node

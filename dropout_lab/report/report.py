@@ -16,7 +16,7 @@ import numpy as np
 
 from ..store.readback import RECENT
 from ..store.results import atomic_write
-from . import paper, verdicts
+from . import paper, tuning, verdicts
 from .report_plots import plot_curves, plot_fig11, plot_table
 from .verdicts import (
     Result,
@@ -258,7 +258,9 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
     """Writes the report to `out`; returns its headline (Table 2, then the claims). warn(line) hears of each
     damaged run file, which the report also lists: a run left out is never left out silently."""
     found, variants, skipped = verdicts.find_all(roots)
-    damaged = skipped + [w for res in [*found.values(), *variants] for w in res.warnings]
+    variants = [r for r in variants if r.folder.name not in tuning.TUNED]  # a grid to pick from: shown below
+    picks = tuning.find(roots)
+    damaged = skipped + [w for res in [*found.values(), *variants, *(p.res for p in picks)] for w in res.warnings]
     for line in damaged:
         warn(line)
     fig_dir = out.parent / "report"
@@ -296,6 +298,7 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
                    + f": {t.why_out}.", ""]
     md += ["## The paper's claims", "", *claims_table(found, variants=variants)]
     md += variants_lines(variants, found)
+    md += tuning.lines(picks)
     md += ["", "## Long-term targets", "", "| target | met? | the numbers |", "|---|---|---|"]
     md += [f"| {t} | {met_line(v)} | {nums} |" for t, v, nums in targets(found)]
     md.append("")
