@@ -24,6 +24,7 @@ README_COMMANDS = [
      "label=dropout ReLU 3x1024", "--only", "seed=0", "--precision", "bf16", "--workers", "1"],
     ["run", "configs/paper/table2.yaml"],
     ["beyond", "conv", "configs/beyond/conv.yaml"],
+    ["sweep", "configs/paper/fig10_controls.yaml", "--scale", "medium"],
     ["sweep", "configs/paper/fig4.yaml", "--scale", "quick"],
     ["plot"],
     ["report"],

@@ -647,3 +647,19 @@ def _get(cfg, dotted: str):
     for part in dotted.split("."):
         node = getattr(node, part)
     return node
+
+
+def test_provenance_shows_every_sittings_commit_and_a_dirty_tree_as_dirty(tmp_path):
+    rows = [{"label": "dropout ReLU 3x1024", "seed": s, "dropout": True, "final_test_error": 0.012} for s in range(2)]
+    folder = _fake_sweep(tmp_path / "res", "table2", rows, ["label"], "full")
+    for i in range(len(rows)):
+        _run_folder(folder, f"r{i}", [0.03, 0.012])
+    (folder / "r0" / "env.json").write_text(json.dumps({"git_commit": "a" * 40 + "-dirty", "device_name": "cpu (A)"}))
+    resumed = [{"git_commit": "c" * 40, "device_name": "cpu (B)"}]
+    (folder / "r1" / "env.json").write_text(json.dumps({"git_commit": "b" * 40, "device_name": "cpu (A)",
+                                                        "resumed": resumed}))
+    r = cli("report", tmp_path / "res", "--out", tmp_path / "REPORT.md")
+    assert r.returncode == 0, r.stderr
+    prov = next(ln for ln in (tmp_path / "REPORT.md").read_text().splitlines() if ln.startswith("| table2 | full |"))
+    assert "| cpu (A), cpu (B) |" in prov
+    assert f"| {'a' * 12}-dirty, {'b' * 12}, {'c' * 12} |" in prov

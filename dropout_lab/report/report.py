@@ -327,7 +327,7 @@ def build(roots: list[Path], out: Path, command: str, warn: Callable[[str], None
            "precision | commits | versions |", "|---|---|---|---|---|---|---|---|---|"]
     total = wall = 0.0
     for key, scale, res in [*((k, s, r) for (k, s), r in sorted(found.items())),
-                            *((r.folder.name, r.scale, r) for r in variants)]:
+                            *((r.folder.name, r.scale, r) for r in [*variants, *(p.res for p in picks)])]:
         total += res.seconds
         w = sum(s["wall_seconds"] for s in res.sessions)
         wall += w

@@ -66,9 +66,10 @@ class Result:
                                      "retrain that run and record it anew")
                 envs.append({})
             self.env_of[p.parent.name] = envs[-1]
-        self.devices = sorted({e.get("device_name", "?") for e in envs})
+        sittings = [s for e in envs for s in [e or {}, *((e or {}).get("resumed") or [])]]  # every sitting of a run
+        self.devices = sorted({s.get("device_name", "?") for s in sittings})
         self.precisions = sorted({precision_of(r) for r in [*self.rows, *self.stopped]})
-        self.commits = sorted({short_commit(e.get("git_commit")) for e in envs})
+        self.commits = sorted({short_commit(s.get("git_commit")) for s in sittings})
         self.versions = sorted({f"torch {e.get('torch')}, python {e.get('python')}" if e else "?" for e in envs})
         self.seconds = sum(r.get("wall_seconds") or 0.0 for r in self.rows)
         self.sessions = read_sessions(folder)
